@@ -1,0 +1,150 @@
+"""General-purpose, slot and token functions."""
+from __future__ import annotations
+
+import os
+
+from fxpkcs11 import ck, config, log as logmod, mechs, state
+from fxpkcs11.abi import marshal as m
+from fxpkcs11.errors import CKRError
+from fxpkcs11.library import LIBRARY_VERSION, MANUFACTURER, MODEL, Library, Token
+from fxpkcs11.log import log
+from vhsm.excrypt import Tag
+
+
+def C_Initialize(p_init_args) -> int:
+    if p_init_args != m.NULL:
+        a = m.ffi.cast("CK_C_INITIALIZE_ARGS_PTR", p_init_args)[0]
+        if a.pReserved != m.NULL:
+            raise m.bad("CK_C_INITIALIZE_ARGS.pReserved must be null")
+        given = [f != m.NULL for f in (a.CreateMutex, a.DestroyMutex, a.LockMutex, a.UnlockMutex)]
+        if any(given) and not all(given):
+            raise m.bad("the mutex functions must be supplied all together or not at all")
+    with state.lock:
+        if state.forked():
+            from fxpkcs11.transport import forget_devices
+            state.lib = None  # the parent's library is not ours: start afresh
+            forget_devices()
+        if state.lib is not None:
+            return ck.CKR_CRYPTOKI_ALREADY_INITIALIZED
+        try:
+            cfg = config.load_config()
+        except config.ConfigError as e:
+            logmod.setup("ERROR", None)
+            log.error("configuration: %s", e)
+            return ck.CKR_GENERAL_ERROR
+        logmod.setup(cfg.log_mode, cfg.log_file)
+        for w in cfg.warnings:
+            log.warning("configuration: %s", w)
+        log.info("C_Initialize: config %s, %d slot(s), pid %d", cfg.path, len(cfg.hsms), os.getpid())
+        state.lib = Library(cfg)
+    return ck.CKR_OK
+
+
+def C_Finalize(p_reserved) -> int:
+    if p_reserved != m.NULL:
+        raise m.bad("pReserved must be null")
+    with state.lock:
+        li = state.current()
+        state.lib = None
+    li.finalize()
+    return ck.CKR_OK
+
+
+def C_GetInfo(p_info) -> int:
+    state.current()
+    m.need(p_info, "pInfo")
+    info = p_info[0]
+    info.cryptokiVersion.major, info.cryptokiVersion.minor = 2, 40
+    m.put_text(info.manufacturerID, MANUFACTURER, 32)
+    info.flags = 0
+    m.put_text(info.libraryDescription, "Futurex PKCS #11 (virtual HSM)", 32)
+    info.libraryVersion.major, info.libraryVersion.minor = LIBRARY_VERSION
+    return ck.CKR_OK
+
+
+def C_GetSlotList(token_present, p_slot_list, pul_count) -> int:
+    li = state.current()
+    return m.write_ulongs(sorted(li.tokens), p_slot_list, pul_count)
+
+
+DEFAULT_MIN_PIN, DEFAULT_MAX_PIN = 4, 64
+
+
+def _ask(token: Token, code: str, fields: dict) -> dict:
+    """Information commands: a partition that does not whitelist one still gets an answer
+    from the other fields (the refusal is in the log)."""
+    try:
+        return token.call(code, fields)
+    except CKRError as e:
+        if e.rv != ck.CKR_FUNCTION_FAILED:
+            raise
+        return {}
+
+
+def _firmware(token: Token) -> tuple[int, int]:
+    text = _ask(token, "ECHO", {}).get(Tag.FIRMWARE) or "0.0"
+    try:
+        major, minor = (int(x) for x in text.split(".")[:2])
+    except ValueError:
+        return 0, 0
+    return major, minor
+
+
+def C_GetSlotInfo(slot_id, p_info) -> int:
+    token = state.current().token(slot_id)
+    m.need(p_info, "pInfo")
+    info = p_info[0]
+    where = "embedded" if token.hsm.embedded else ",".join(token.hsm.addresses)
+    m.put_text(info.slotDescription, f"Futurex {MODEL} ({where})", 64)
+    m.put_text(info.manufacturerID, MANUFACTURER, 32)
+    info.flags = ck.CKF_TOKEN_PRESENT | ck.CKF_HW_SLOT
+    info.hardwareVersion.major, info.hardwareVersion.minor = 1, 0
+    info.firmwareVersion.major, info.firmwareVersion.minor = _firmware(token)
+    return ck.CKR_OK
+
+
+def C_GetTokenInfo(slot_id, p_info) -> int:
+    li = state.current()
+    token = li.token(slot_id)
+    m.need(p_info, "pInfo")
+    serial = _ask(token, "HASH", {}).get(Tag.SERIAL, "")
+    limits = _ask(token, "PRMD", {Tag.USER: token.hsm.crypto_opr or ""})
+    info = p_info[0]
+    m.put_text(info.label, token.hsm.label, 32)
+    m.put_text(info.manufacturerID, MANUFACTURER, 32)
+    m.put_text(info.model, MODEL, 16)
+    m.put_text(info.serialNumber, serial, 16)
+    flags = ck.CKF_RNG | ck.CKF_LOGIN_REQUIRED | ck.CKF_TOKEN_INITIALIZED
+    if limits.get(Tag.IDENTITY_EXISTS, True):
+        flags |= ck.CKF_USER_PIN_INITIALIZED
+    info.flags = flags
+    count = len(token.sessions)
+    rw = sum(1 for h in token.sessions if li.sessions.get(h) is not None and li.sessions[h].rw)
+    info.ulMaxSessionCount = ck.CK_EFFECTIVELY_INFINITE
+    info.ulSessionCount = count
+    info.ulMaxRwSessionCount = ck.CK_EFFECTIVELY_INFINITE
+    info.ulRwSessionCount = rw
+    info.ulMaxPinLen = limits.get(Tag.MAX_PIN, DEFAULT_MAX_PIN)
+    info.ulMinPinLen = limits.get(Tag.MIN_PIN, DEFAULT_MIN_PIN)
+    for f in ("ulTotalPublicMemory", "ulFreePublicMemory", "ulTotalPrivateMemory", "ulFreePrivateMemory"):
+        setattr(info, f, ck.CK_UNAVAILABLE_INFORMATION)
+    info.hardwareVersion.major, info.hardwareVersion.minor = 1, 0
+    info.firmwareVersion.major, info.firmwareVersion.minor = _firmware(token)
+    m.put_text(info.utcTime, "", 16)
+    return ck.CKR_OK
+
+
+def C_GetMechanismList(slot_id, p_list, pul_count) -> int:
+    state.current().token(slot_id)
+    return m.write_ulongs(mechs.MECHANISM_LIST, p_list, pul_count)
+
+
+def C_GetMechanismInfo(slot_id, mech_type, p_info) -> int:
+    state.current().token(slot_id)
+    m.need(p_info, "pInfo")
+    mech = mechs.get(mech_type)
+    if mech is None:
+        raise CKRError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech_type, 'CKM_')} is not supported")
+    info = p_info[0]
+    info.ulMinKeySize, info.ulMaxKeySize, info.flags = mech.min_size, mech.max_size, mech.flags
+    return ck.CKR_OK

@@ -1,0 +1,87 @@
+"""CK_MECHANISM -> (mechanism, parameter) with the parameter read as the registry says."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fxpkcs11 import ck, mechs
+from fxpkcs11.abi import marshal as m
+from fxpkcs11.errors import CKRError
+
+
+def _invalid(text: str) -> CKRError:
+    return CKRError(ck.CKR_MECHANISM_PARAM_INVALID, text)
+
+
+def _struct(p: Any, n: int, ctype: str) -> Any:
+    if p == m.NULL or n != m.ffi.sizeof(ctype):
+        raise _invalid(f"parameter must be a {ctype}")
+    return m.ffi.cast(ctype + " *", p)
+
+
+def _none(p: Any, n: int) -> None:
+    if n:
+        raise _invalid("this mechanism takes no parameter")
+    return None
+
+
+def _iv(size: int) -> Callable[[Any, int], bytes]:
+    def read(p: Any, n: int) -> bytes:
+        if n != size or p == m.NULL:
+            raise _invalid(f"IV must be {size} bytes")
+        return m.ffi.buffer(p, n)[:]
+    return read
+
+
+def _optional_iv(p: Any, n: int) -> bytes | None:
+    return None if (p == m.NULL or not n) else m.ffi.buffer(p, n)[:]
+
+
+def _bytes_of(p: Any, n: int, what: str) -> bytes:
+    if not n:
+        return b""
+    if p == m.NULL:
+        raise _invalid(f"{what} is null with length {n}")
+    if n > 1 << 20:
+        raise _invalid(f"{what} length {n} is absurd")
+    return m.ffi.buffer(p, n)[:]
+
+
+def _gcm(p: Any, n: int) -> dict:
+    g = _struct(p, n, "CK_GCM_PARAMS")[0]
+    return {"iv": _bytes_of(g.pIv, g.ulIvLen, "GCM IV"), "aad": _bytes_of(g.pAAD, g.ulAADLen, "GCM AAD"),
+            "tag_bits": g.ulTagBits}
+
+
+def _oaep(p: Any, n: int) -> dict:
+    o = _struct(p, n, "CK_RSA_PKCS_OAEP_PARAMS")[0]
+    label = b""
+    if o.source == ck.CKZ_DATA_SPECIFIED:
+        label = _bytes_of(o.pSourceData, o.ulSourceDataLen, "OAEP source data")
+    elif o.source != 0 or o.ulSourceDataLen:
+        raise _invalid("OAEP source must be CKZ_DATA_SPECIFIED")
+    return {"hash": o.hashAlg, "mgf": o.mgf, "label": label}
+
+
+def _pss(p: Any, n: int) -> dict:
+    s = _struct(p, n, "CK_RSA_PKCS_PSS_PARAMS")[0]
+    return {"hash": s.hashAlg, "mgf": s.mgf, "salt": s.sLen}
+
+
+def _ulong(p: Any, n: int) -> int:
+    return _struct(p, n, "CK_ULONG")[0]
+
+
+READERS: dict[str, Callable[[Any, int], Any]] = {
+    "none": _none, "iv16": _iv(16), "iv8": _iv(8), "optional_iv": _optional_iv, "gcm": _gcm,
+    "oaep": _oaep, "pss": _pss, "mac_general": _ulong,
+}
+
+
+def read_mechanism(pmech: Any, op: str) -> tuple[mechs.Mechanism, Any]:
+    if pmech == m.NULL:
+        raise m.bad("mechanism pointer is null")
+    mp = pmech[0]
+    mech = mechs.get(mp.mechanism)
+    if mech is None or (op and mech.command(op) is None and op != "digest"):
+        raise CKRError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mp.mechanism, 'CKM_')} cannot {op}")
+    return mech, READERS[mech.param](mp.pParameter, mp.ulParameterLen)

@@ -1,0 +1,192 @@
+"""Slots, tokens, sessions and login state: the PKCS #11 library model.
+
+One Token per configured <HSM> block; it owns the device connection and the login state
+that all sessions on it share. Sessions hold operation state (see operations.py).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from typing import Any
+
+from fxpkcs11 import ck
+from fxpkcs11.config import Config, HsmConfig
+from fxpkcs11.errors import CKRError
+from fxpkcs11.log import log
+from fxpkcs11.operations import Operation
+from vhsm.excrypt import Tag
+
+LIBRARY_VERSION = (0, 1)
+MANUFACTURER = "Futurex"
+MODEL = "Vectera Plus"
+
+
+class Token:
+    def __init__(self, hsm: HsmConfig) -> None:
+        self.hsm = hsm
+        self.slot_id = hsm.slot
+        self.user: int | None = None  # CKU_USER while logged in
+        self._transport: Any = None
+        self._lock = threading.Lock()
+        self.sessions: set[int] = set()
+
+    @property
+    def transport(self) -> Any:
+        t = self._transport
+        if t is None:
+            with self._lock:
+                if self._transport is None:
+                    self._transport = self._connect()
+                t = self._transport
+        return t
+
+    def _connect(self) -> Any:
+        if self.hsm.embedded:
+            from fxpkcs11.transport import InProcessTransport
+            return InProcessTransport(self.hsm.vhsm_state)
+        raise CKRError(ck.CKR_DEVICE_ERROR,
+                       f"slot {self.slot_id}: network HSMs (<ADDRESS>) are not supported by this build")
+
+    def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.transport.call(code, fields)
+
+    def identity_and_password(self, pin: bytes) -> tuple[str, str]:
+        try:
+            text = pin.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CKRError(ck.CKR_PIN_INCORRECT, "PIN is not UTF-8") from None
+        if self.hsm.crypto_opr:
+            return self.hsm.crypto_opr, text
+        name, sep, password = text.partition(":")
+        if not sep:
+            raise CKRError(ck.CKR_PIN_INCORRECT,
+                           f"slot {self.slot_id}: no <CRYPTO-OPR> is configured, so the PIN must be "
+                           "IDENTITY:PASSWORD")
+        return name, password
+
+    def login(self, pin: bytes) -> None:
+        name, password = self.identity_and_password(pin)
+        self.call("LOGI", {Tag.USER: name, Tag.PASSWORD: password})
+        self.user = ck.CKU_USER
+
+    def logout(self) -> None:
+        self.user = None
+        self.call("LOGO", {})
+
+    def close(self) -> None:
+        if self._transport is not None:
+            try:
+                self._transport.close()
+            finally:
+                self._transport = None
+        self.user = None
+        self.sessions.clear()
+
+
+class Session:
+    __slots__ = ("handle", "token", "rw", "ops", "find")
+
+    def __init__(self, handle: int, token: Token, rw: bool) -> None:
+        self.handle = handle
+        self.token = token
+        self.rw = rw
+        self.ops: dict[str, Operation] = {}
+        self.find: list[int] | None = None
+
+    @property
+    def state(self) -> int:
+        user = self.token.user is not None
+        if self.rw:
+            return ck.CKS_RW_USER_FUNCTIONS if user else ck.CKS_RW_PUBLIC_SESSION
+        return ck.CKS_RO_USER_FUNCTIONS if user else ck.CKS_RO_PUBLIC_SESSION
+
+    def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.token.transport.call(code, fields)
+
+    def begin(self, kind: str, op: Operation) -> None:
+        if kind in self.ops:
+            raise CKRError(ck.CKR_OPERATION_ACTIVE, f"a {kind} operation is already active")
+        self.ops[kind] = op
+
+    def op(self, kind: str) -> Operation:
+        op = self.ops.get(kind)
+        if op is None:
+            raise CKRError(ck.CKR_OPERATION_NOT_INITIALIZED, f"no {kind} operation is active")
+        return op
+
+    def end(self, kind: str) -> None:
+        op = self.ops.pop(kind, None)
+        if op is not None and op.cid and not op.finished:
+            try:
+                self.call(op.code, {Tag.CONTEXT: op.cid, Tag.PHASE: "A"})
+            except CKRError:
+                pass
+
+
+class Library:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self.tokens: dict[int, Token] = {h.slot: Token(h) for h in config.hsms}
+        self.sessions: dict[int, Session] = {}
+        self._handles = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def token(self, slot_id: int) -> Token:
+        t = self.tokens.get(slot_id)
+        if t is None:
+            raise CKRError(ck.CKR_SLOT_ID_INVALID, f"no slot {slot_id}")
+        return t
+
+    def session(self, handle: int) -> Session:
+        s = self.sessions.get(handle)
+        if s is None:
+            raise CKRError(ck.CKR_SESSION_HANDLE_INVALID, f"no session {handle}")
+        return s
+
+    def open_session(self, token: Token, rw: bool) -> Session:
+        handle = next(self._handles)
+        token.call("SESO", {Tag.SESSION: handle})
+        s = Session(handle, token, rw)
+        with self._lock:
+            self.sessions[handle] = s
+            token.sessions.add(handle)
+        if token.hsm.crypto_opr_pass and token.user is None:
+            try:
+                token.login(token.hsm.crypto_opr_pass.encode())
+            except CKRError as e:
+                log.error("slot %d: automatic login of %r failed: %s", token.slot_id, token.hsm.crypto_opr, e.text)
+        return s
+
+    def close_session(self, s: Session) -> None:
+        with self._lock:
+            if self.sessions.pop(s.handle, None) is None:
+                raise CKRError(ck.CKR_SESSION_HANDLE_INVALID, f"no session {s.handle}")
+            s.token.sessions.discard(s.handle)
+            last = not s.token.sessions
+        s.ops.clear()
+        s.token.call("SESC", {Tag.SESSION: s.handle})
+        if last and s.token.user is not None:
+            s.token.logout()
+
+    def close_all(self, token: Token) -> None:
+        with self._lock:
+            for h in list(token.sessions):
+                self.sessions.pop(h, None)
+            token.sessions.clear()
+        token.call("SESC", {Tag.SESSION: 0})
+        if token.user is not None:
+            token.logout()
+
+    def finalize(self) -> None:
+        for t in self.tokens.values():
+            try:
+                t.close()
+            except CKRError:
+                pass
+        self.sessions.clear()
+
+
+def pad(text: str, size: int) -> bytes:
+    return text.encode("utf-8")[:size].ljust(size, b" ")

@@ -1,0 +1,57 @@
+"""How the provider reaches a device. The embedded default runs the device in this
+process and hands it command objects; a network transport adds only the framing."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fxpkcs11 import ck
+from fxpkcs11.errors import CKRError
+from fxpkcs11.log import log, trace
+import fxpkcs11.log as logmod
+from vhsm.excrypt import Command, DeviceError
+
+_devices: dict[str, Any] = {}
+_devices_lock = threading.Lock()
+
+
+def embedded_device(state_dir: str) -> Any:
+    """One VirtualHSM per state directory per process, shared by its slots."""
+    from vhsm.device import VirtualHSM
+    with _devices_lock:
+        dev = _devices.get(state_dir)
+        if dev is None:
+            try:
+                dev = VirtualHSM(state_dir)
+            except DeviceError as e:
+                raise CKRError(ck.CKR_DEVICE_ERROR, f"virtual HSM at {state_dir}: {e.text}") from None
+            _devices[state_dir] = dev
+        return dev
+
+
+def forget_devices() -> None:
+    """After fork the parent's devices (and their database handles) are not ours to use."""
+    with _devices_lock:
+        _devices.clear()
+
+
+class InProcessTransport:
+    def __init__(self, state_dir: str) -> None:
+        self.device = embedded_device(state_dir)
+        self.conn = self.device.connect()
+
+    def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
+        reply = self.conn.execute(Command(code, fields))
+        if logmod.tracing:
+            trace("excrypt %s -> %s", code, reply.status if reply.ok else f"{reply.status} {reply.error_text}")
+        if reply.ok:
+            return reply.fields
+        text = reply.error_text
+        if reply.reason in (ck.CKR_FUNCTION_FAILED, ck.CKR_DEVICE_ERROR, ck.CKR_DEVICE_MEMORY):
+            log.error("%s: %s", code, text)
+        else:
+            log.info("%s: %s", code, text)
+        raise CKRError(reply.reason, f"{code}: {text}")
+
+    def close(self) -> None:
+        self.conn.reset()

@@ -1,0 +1,1 @@
+"""Excrypt commands: catalog.py lists them; one module per family holds the handlers."""

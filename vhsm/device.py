@@ -1,0 +1,119 @@
+"""The virtual Vectera Plus: one state directory, its store, its FTK, and connections.
+
+A Connection is what a transport hands commands to; it carries the role (Transaction
+Processing until a login), the session objects and the operation contexts of one client.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from typing import Any
+
+from fxpkcs11 import ck
+from vhsm import factory
+from vhsm.excrypt import Command, DeviceError, Reply
+from vhsm.majorkeys import MajorKey, SecureMemory, WrapError
+from vhsm.objects import KeyCache, ObjectSpace
+from vhsm.store import SQLiteStore, StoreError
+
+class VirtualHSM:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        try:
+            self.store = SQLiteStore(os.path.join(self.state_dir, "vhsm.db"))
+        except StoreError as e:
+            raise DeviceError(ck.CKR_DEVICE_ERROR, str(e)) from None
+        self.secure = SecureMemory(self.state_dir)
+        factory.ensure_initialized(self.store)
+        self.serial = self.store.get_meta("serial") or "unknown"
+        self.cache = KeyCache()
+        self._ftk: MajorKey | None = None
+        self._ftk_stamp: tuple[int, int] | None = None
+        self._ftk_lock = threading.Lock()
+        self._contexts = itertools.count(1)
+
+    # ------------------------------------------------------------ FTK
+    def _ftk_file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(os.path.join(self.state_dir, "secure", "ftk.bin"))
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
+
+    def ftk(self) -> MajorKey | None:
+        """The loaded FTK; re-read when the admin tool replaced it in secure memory."""
+        stamp = self._ftk_file_stamp()
+        if stamp != self._ftk_stamp:
+            with self._ftk_lock:
+                try:
+                    ftk = self.secure.load_ftk()
+                except WrapError as e:
+                    raise DeviceError(ck.CKR_DEVICE_ERROR, f"FTK in secure memory is damaged: {e}") from None
+                if ftk is None or self._ftk is None or ftk.kcv != self._ftk.kcv:
+                    self.cache.clear()
+                self._ftk, self._ftk_stamp = ftk, stamp
+        return self._ftk
+
+    def require_ftk(self) -> MajorKey:
+        ftk = self.ftk()
+        if ftk is None:
+            raise DeviceError(ck.CKR_DEVICE_ERROR,
+                              "no FTK is loaded: key operations need the Futurex Key. Load one with "
+                              "`vhsm --state DIR majorkey random --ftk` (guide section 6.4)")
+        return ftk
+
+    def load_ftk(self, ftk: MajorKey | None) -> None:
+        with self._ftk_lock:
+            self.secure.store_ftk(ftk)
+            self.store.set_meta("ftk_kcv", ftk.kcv if ftk else None)
+            self._ftk, self._ftk_stamp = ftk, self._ftk_file_stamp()
+            self.cache.clear()
+
+    # ------------------------------------------------------------ connections
+    def connect(self) -> "Connection":
+        return Connection(self)
+
+    def next_context_id(self) -> int:
+        return next(self._contexts)
+
+    def role(self, name: str) -> dict:
+        try:
+            role = self.store.get_role(name)
+        except StoreError as e:
+            raise DeviceError(ck.CKR_DEVICE_ERROR, f"role table: {e}") from None
+        if role is None:
+            raise DeviceError(ck.CKR_DEVICE_ERROR, f"role {name!r} no longer exists")
+        return role
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class Connection:
+    """One client of the device (a provider token, or a network connection)."""
+
+    def __init__(self, device: VirtualHSM) -> None:
+        self.device = device
+        self.role_name = factory.TRANSACTION_PROCESSING
+        self.identity: str | None = None
+        self.objects = ObjectSpace(device.store, device.require_ftk, device.cache)
+        self.contexts: dict[int, tuple[int, str, Any]] = {}  # id -> (session, command, context)
+
+    @property
+    def logged_in(self) -> bool:
+        return self.identity is not None
+
+    def execute(self, cmd: Command) -> Reply:
+        from vhsm.dispatcher import dispatch  # the dispatcher imports every handler
+        return dispatch(self, cmd)
+
+    def drop_session(self, session: int) -> None:
+        self.objects.drop_session(session)
+        for cid in [c for c, (s, _, _) in self.contexts.items() if s == session]:
+            self.contexts.pop(cid, None)
+
+    def reset(self) -> None:
+        self.objects.drop_all_sessions()
+        self.contexts.clear()

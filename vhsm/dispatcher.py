@@ -1,0 +1,44 @@
+"""The one dispatcher: policy first, then the command's handler, errors as replies."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fxpkcs11 import ck
+from vhsm import policy
+from vhsm.commands import crypto, info, keys, login
+from vhsm.commands.catalog import BY_CODE
+from vhsm.excrypt import Command, DeviceError, Reply
+from vhsm.store import StoreError
+
+if TYPE_CHECKING:
+    from vhsm.device import Connection
+
+log = logging.getLogger("vhsm")
+
+HANDLERS = {**info.HANDLERS, **login.HANDLERS, **keys.HANDLERS, **crypto.HANDLERS}
+assert set(HANDLERS) == set(BY_CODE), sorted(set(HANDLERS) ^ set(BY_CODE))
+
+
+def dispatch(conn: "Connection", cmd: Command) -> Reply:
+    code = cmd.code
+    info = BY_CODE.get(code)
+    if info is None:
+        return DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, f"unknown command {code!r}").reply(code)
+    try:
+        role = conn.device.role(conn.role_name)
+        policy.authorize(role, info)
+        if info.needs_ftk:
+            conn.device.require_ftk()
+        fields = HANDLERS[code](conn, role, cmd.fields)
+    except DeviceError as e:
+        log.info("%s refused for role %r: %s", code, conn.role_name, e.text)
+        return e.reply(code)
+    except StoreError as e:
+        log.error("%s: store failure: %s", code, e)
+        return DeviceError(ck.CKR_DEVICE_ERROR, f"key table: {e}").reply(code)
+    except Exception:
+        # One bad command must not take the device down for everyone else.
+        log.exception("%s: internal error", code)
+        return DeviceError(ck.CKR_DEVICE_ERROR, f"{code}: internal error in the device").reply(code)
+    return Reply(code, "Y", fields)

@@ -1,0 +1,42 @@
+"""Per-role policy: the command whitelist and the key slot ranges.
+
+Every command passes `authorize` before its handler runs, whichever transport carried it.
+"""
+from __future__ import annotations
+
+from fxpkcs11 import ck
+from vhsm.commands.catalog import CommandInfo
+from vhsm.excrypt import DeviceError
+from vhsm.factory import ALL_SLOTS, KEY_TABLE_SLOTS
+
+# The CKR a whitelist refusal maps to: CKR_FUNCTION_FAILED is the one failure code every
+# PKCS #11 function may return; the log line carries the command, role and fix.
+DENIED = ck.CKR_FUNCTION_FAILED
+
+
+def authorize(role: dict, info: CommandInfo) -> None:
+    if info.session_control or info.code in role["commands"]:
+        return
+    name = role["name"]
+    raise DeviceError(DENIED, f"command {info.code} is not enabled for role {name!r}; enable it with "
+                              f"`vhsm role modify --name \"{name}\" --add-perm Excrypt:{info.code}`")
+
+
+def slot_ranges(role: dict) -> list[tuple[int, int]]:
+    """Where this role's new keys go."""
+    ranges = [tuple(r) for r in role["key_ranges"]]
+    if not ranges and ALL_SLOTS in role["perms"]:
+        return [(0, KEY_TABLE_SLOTS - 1)]
+    return ranges
+
+
+def may_use_slot(role: dict, slot: int) -> bool:
+    if ALL_SLOTS in role["perms"]:
+        return True
+    return any(lo <= slot <= hi for lo, hi in role["key_ranges"])
+
+
+def check_slot(role: dict, slot: int) -> None:
+    if not may_use_slot(role, slot):
+        raise DeviceError(ck.CKR_OBJECT_HANDLE_INVALID,
+                          f"slot {slot} is outside the key ranges of role {role['name']!r}")
