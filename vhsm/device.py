@@ -33,6 +33,7 @@ class VirtualHSM:
         self._ftk_stamp: tuple[int, int] | None = None
         self._ftk_lock = threading.Lock()
         self._contexts = itertools.count(1)
+        self._local = threading.local()
 
     # ------------------------------------------------------------ FTK
     def _ftk_file_stamp(self) -> tuple[int, int] | None:
@@ -42,8 +43,16 @@ class VirtualHSM:
             return None
         return (st.st_mtime_ns, st.st_ino)
 
-    def ftk(self) -> MajorKey | None:
-        """The loaded FTK; re-read when the admin tool replaced it in secure memory."""
+    def refresh(self) -> None:
+        """Once per command: if the store changed (this process or another), drop the
+        cached roles and look at secure memory again, so admin changes apply at once."""
+        local = self._local
+        gen = self.store.generation()
+        if getattr(local, "gen", None) != gen:
+            local.gen, local.roles = gen, {}
+            self._check_ftk()
+
+    def _check_ftk(self) -> None:
         stamp = self._ftk_file_stamp()
         if stamp != self._ftk_stamp:
             with self._ftk_lock:
@@ -54,6 +63,10 @@ class VirtualHSM:
                 if ftk is None or self._ftk is None or ftk.kcv != self._ftk.kcv:
                     self.cache.clear()
                 self._ftk, self._ftk_stamp = ftk, stamp
+
+    def ftk(self) -> MajorKey | None:
+        if self._ftk_stamp is None and self._ftk is None:
+            self._check_ftk()
         return self._ftk
 
     def require_ftk(self) -> MajorKey:
@@ -79,12 +92,19 @@ class VirtualHSM:
         return next(self._contexts)
 
     def role(self, name: str) -> dict:
-        try:
-            role = self.store.get_role(name)
-        except StoreError as e:
-            raise DeviceError(ck.CKR_DEVICE_ERROR, f"role table: {e}") from None
+        roles = getattr(self._local, "roles", None)
+        if roles is None:
+            self.refresh()
+            roles = self._local.roles
+        role = roles.get(name)
         if role is None:
-            raise DeviceError(ck.CKR_DEVICE_ERROR, f"role {name!r} no longer exists")
+            try:
+                role = self.store.get_role(name)
+            except StoreError as e:
+                raise DeviceError(ck.CKR_DEVICE_ERROR, f"role table: {e}") from None
+            if role is None:
+                raise DeviceError(ck.CKR_DEVICE_ERROR, f"role {name!r} no longer exists")
+            roles[name] = role
         return role
 
     def close(self) -> None:

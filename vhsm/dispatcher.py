@@ -26,6 +26,7 @@ def dispatch(conn: "Connection", cmd: Command) -> Reply:
     if info is None:
         return DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, f"unknown command {code!r}").reply(code)
     try:
+        conn.device.refresh()
         role = conn.device.role(conn.role_name)
         policy.authorize(role, info)
         if info.needs_ftk:

@@ -8,6 +8,8 @@ default backend. Records cross the interface as plain values (dicts and
 from __future__ import annotations
 
 import contextlib
+import mmap
+import struct
 import dataclasses
 import datetime
 import errno
@@ -288,6 +290,9 @@ def _describe(exc: sqlite3.Error) -> str:
     return str(exc) or type(exc).__name__
 
 
+_GEN = struct.Struct("<Q")
+
+
 class SQLiteStore:
     """SQLite backend: WAL mode, one connection per thread, durable commits."""
 
@@ -303,6 +308,10 @@ class SQLiteStore:
         self._closed = False
         _LIVE_STORES.add(self)
         self._open()
+        try:
+            self._gen = self._open_generation()
+        except OSError as e:
+            raise self._fail(f"cannot open the generation counter: {e}") from None
 
     # -- opening, checking, migrating --------------------------------------------
 
@@ -459,12 +468,31 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._fail(_describe(exc)) from exc
 
+    def generation(self) -> int:
+        """A counter that every write transaction of every process bumps. Caches of roles,
+        identities and settings are keyed by it; reading it costs no query."""
+        return _GEN.unpack_from(self._gen)[0]
+
+    def _bump_generation(self) -> None:
+        # Called inside the write transaction, so SQLite's write lock serialises bumps.
+        _GEN.pack_into(self._gen, 0, (_GEN.unpack_from(self._gen)[0] + 1) & 0xFFFFFFFFFFFFFFFF)
+
+    def _open_generation(self) -> mmap.mmap:
+        fd = os.open(self.path + ".gen", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _GEN.size:
+                os.ftruncate(fd, _GEN.size)
+            return mmap.mmap(fd, _GEN.size)
+        finally:
+            os.close(fd)
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken with BEGIN IMMEDIATE."""
         with self._sql():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
+            self._bump_generation()
             try:
                 yield conn
             except BaseException:

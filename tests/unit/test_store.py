@@ -43,7 +43,7 @@ def test_file_modes(tmp_path):
     for name in os.listdir(path.parent):  # db, -wal and -shm
         assert stat.S_IMODE(os.stat(path.parent / name).st_mode) == 0o600, name
     s.close()
-    assert sorted(os.listdir(path.parent)) == ["vhsm.db"]  # no leftover temp files
+    assert sorted(os.listdir(path.parent)) == ["vhsm.db", "vhsm.db.gen"]  # no leftover temp files
 
 
 def test_meta(store):
@@ -455,3 +455,16 @@ def test_disk_full_maps_to_store_error(store):
             store.insert_key("app1", [(0, 99999)], builder(label="x" * 1000))
     conn.execute("PRAGMA max_page_count=1073741823")
     store.set_meta("still", "works")
+
+
+def test_generation_moves_with_every_write_from_any_store(tmp_path):
+    a = SQLiteStore(str(tmp_path / "vhsm.db"))
+    b = SQLiteStore(str(tmp_path / "vhsm.db"))
+    g0 = a.generation()
+    b.set_meta("x", "1")
+    assert a.generation() != g0
+    g1 = a.generation()
+    a.get_meta("x")
+    assert a.generation() == g1  # reads do not move it
+    a.close()
+    b.close()
