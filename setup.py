@@ -5,6 +5,7 @@ the interpreter and site-packages it will run with:
     pip install --no-build-isolation -e .
 """
 import os
+import shutil
 import sys
 
 from setuptools import find_packages, setup
@@ -26,7 +27,13 @@ def build_library(outdir: str) -> None:
 class BuildPy(build_py):
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):  # pip install -e: the tree is the package
+            build_library(os.path.join(HERE, "fxpkcs11", "lib"))
+            return
         build_library(os.path.join(self.build_lib, "fxpkcs11", "lib"))
+        data = os.path.join(self.build_lib, "fxpkcs11", "data")
+        os.makedirs(data, exist_ok=True)
+        shutil.copyfile(os.path.join(HERE, "config", "fxpkcs11.cfg"), os.path.join(data, "fxpkcs11.cfg"))
 
 
 class Develop(develop):

@@ -1,0 +1,37 @@
+# make demo   set everything up, then run the demo on the embedded virtual HSM
+# make test   set everything up, then run the tests
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+LIB := fxpkcs11/lib/libfxpkcs11.so
+
+.PHONY: demo test build bench apt clean
+
+demo: build
+	bash examples/demo.sh
+
+test: build
+	$(VPY) -m pytest -q tests
+
+build: apt $(LIB)
+
+apt:
+	@bash scripts/apt-deps.sh
+
+$(VENV)/.stamp: setup.py pyproject.toml requirements-dev.txt
+	@$(PY) -c 'import sysconfig,sys; sys.exit(0 if sysconfig.get_config_var("Py_ENABLE_SHARED") else "libfxpkcs11.so embeds Python: $(PY) must be built with --enable-shared")'
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	$(VPY) -m pip install -q --no-build-isolation -e .
+	touch $@
+
+$(LIB): $(VENV)/.stamp native/shim.c native/pkcs11.h native/functions.h native/build.py
+	$(VPY) native/build.py fxpkcs11/lib >/dev/null
+	@echo "built $(LIB)"
+
+bench: build
+	bash benchmarks/run.sh
+
+clean:
+	rm -rf $(VENV) fxpkcs11/lib build *.egg-info .demo
