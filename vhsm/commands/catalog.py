@@ -27,7 +27,7 @@ class CommandInfo:
 
 COMMANDS: tuple[CommandInfo, ...] = (
     CommandInfo("ECHO", "Communication test; answers the firmware version",
-                ("C_Initialize", "C_GetSlotInfo", "C_GetTokenInfo")),
+                ("C_GetSlotInfo", "C_GetTokenInfo")),
     CommandInfo("HASH", "Retrieve the device serial number", ("C_GetTokenInfo",)),
     CommandInfo("PRMD", "Retrieve HSM restrictions (limits, PIN lengths, FTK state)", ("C_GetTokenInfo",)),
     CommandInfo("TIME", "Get the HSM internal clock", ()),
@@ -103,3 +103,12 @@ def commands_for(operation: str) -> list[str]:
 
 def whitelistable() -> list[str]:
     return [c.code for c in COMMANDS if not c.session_control]
+
+
+def markdown_table() -> str:
+    """The command table as docs/device.md prints it (a test keeps the two equal)."""
+    rows = ["| Command | Whitelist | What it does | PKCS #11 functions |", "|---|---|---|---|"]
+    for c in COMMANDS:
+        rows.append(f"| {c.code} | {'always' if c.session_control else 'role'} | {c.description} | "
+                    f"{', '.join(f'`{f}`' for f in c.pkcs11) or '-'} |")
+    return "\n".join(rows)
