@@ -74,7 +74,7 @@ class VirtualHSM:
         if ftk is None:
             raise DeviceError(ck.CKR_DEVICE_ERROR,
                               "no FTK is loaded: key operations need the Futurex Key. Load one with "
-                              "`vhsm --state DIR majorkey random --ftk` (guide section 6.4)")
+                              f"`vhsm --state {self.state_dir} majorkey random --ftk` after both admins log in (guide section 6.4)")
         return ftk
 
     def load_ftk(self, ftk: MajorKey | None) -> None:
@@ -126,8 +126,7 @@ class Connection:
         return self.identity is not None
 
     def execute(self, cmd: Command) -> Reply:
-        from vhsm.dispatcher import dispatch  # the dispatcher imports every handler
-        return dispatch(self, cmd)
+        return _dispatch()(self, cmd)
 
     def drop_session(self, session: int) -> None:
         self.objects.drop_session(session)
@@ -137,3 +136,15 @@ class Connection:
     def reset(self) -> None:
         self.objects.drop_all_sessions()
         self.contexts.clear()
+
+
+_dispatch_fn = None
+
+
+def _dispatch():
+    # The dispatcher imports every handler, which import this module: bind it on first use.
+    global _dispatch_fn
+    if _dispatch_fn is None:
+        from vhsm.dispatcher import dispatch
+        _dispatch_fn = dispatch
+    return _dispatch_fn

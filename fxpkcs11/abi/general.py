@@ -36,7 +36,16 @@ def C_Initialize(p_init_args) -> int:
         for w in cfg.warnings:
             log.warning("configuration: %s", w)
         log.info("C_Initialize: config %s, %d slot(s), pid %d", cfg.path, len(cfg.hsms), os.getpid())
-        state.lib = Library(cfg)
+        li = Library(cfg)
+        for token in li.tokens.values():
+            if token.hsm.embedded:
+                # The first C_Initialize creates a factory-fresh device; a damaged one is
+                # reported here and again by every call on its slot.
+                try:
+                    token.transport
+                except CKRError as e:
+                    log.error("slot %d: %s", token.slot_id, e.text)
+        state.lib = li
     return ck.CKR_OK
 
 

@@ -37,13 +37,56 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, self.format_usage())
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extra = self.parse_known_args(args, namespace)
+        args = list(args or [])
+        opts = [a for action in self._actions for a in action.option_strings]
+        try:
+            ns, extra = self.parse_known_args(args, namespace)
+        except (UsageError, argparse.ArgumentError):
+            # A misspelt flag usually also leaves a required one missing; argparse then
+            # reports only the missing one, so name the misspelling and its fix first.
+            unknown = [a for a in args if a.startswith("-") and a.split("=")[0] not in opts]
+            if unknown:
+                self._unrecognized(unknown, opts)
+            raise
         if extra:
-            opts = [a for action in self._actions for a in action.option_strings]
-            hints = [m for word in extra for m in difflib.get_close_matches(word.split("=")[0], opts, n=1)]
-            hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)}{hint}", self.format_usage())
+            self._unrecognized(extra, opts)
         return ns
+
+    def _unrecognized(self, extra: list[str], opts: list[str]) -> None:
+        hints = [m for word in extra for m in difflib.get_close_matches(word.split("=")[0], opts, n=1)]
+        hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}{hint}", self.format_usage())
+
+
+def split_line(line: str) -> list[str]:
+    """Split a command line as a POSIX shell does: a `#` starts a comment only at the start
+    of a word, so a password such as `pa#ss` is kept whole (shlex's comments=True would
+    silently cut it to `pa`)."""
+    quote: str | None = None
+    escaped, word_start = False, True
+    for i, ch in enumerate(line):
+        if escaped:
+            escaped = False
+        elif quote:
+            if ch == quote:
+                quote = None
+            elif ch == "\\" and quote == '"':
+                escaped = True
+        elif ch == "\\":
+            escaped, word_start = True, False
+        elif ch in "'\"":
+            quote, word_start = ch, False
+        elif ch.isspace():
+            word_start = True
+        elif ch == "#" and word_start:
+            line = line[:i]
+            break
+        else:
+            word_start = False
+    lex = shlex.shlex(line, posix=True)
+    lex.whitespace_split = True
+    lex.commenters = ""
+    return list(lex)
 
 
 @dataclass
@@ -60,11 +103,14 @@ class Command:
 
 
 class Shell:
-    def __init__(self, state_dir: str, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+    def __init__(self, state_dir: str, *, out: TextIO | None = None, err: TextIO | None = None,
                  interactive: bool = False, output: str = "text") -> None:
         from vhsm.cli.commands import COMMANDS
         self.state_dir = state_dir
-        self.out, self.err = out, err
+        # Resolved when the shell is made, not when this module is imported, so a caller that
+        # redirected sys.stdout/sys.stderr (tests, embedding) gets the output.
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
         self.interactive = interactive
         self.output = output
         self.commands: list[Command] = COMMANDS
@@ -102,16 +148,18 @@ class Shell:
             if tuple(argv[:n]) == c.words and (best is None or n > len(best.words)):
                 best = c
         if best is None:
-            raise UsageError(self._unknown(argv))
+            raise self._unknown(argv)
         return best, argv[len(best.words):]
 
-    def _unknown(self, argv: list[str]) -> str:
+    def _unknown(self, argv: list[str]) -> UsageError:
         said = " ".join(argv[:2]) if argv else ""
         names = [c.name for c in self.commands]
         near = difflib.get_close_matches(said, names, n=3) or difflib.get_close_matches(
             argv[0] if argv else "", sorted({c.words[0] for c in self.commands}), n=3)
         hint = f"; did you mean: {', '.join(near)}?" if near else ""
-        return f"unknown command {said!r}{hint} (`help` lists the commands)"
+        # The usage shown is that of the nearest command, when the nearest is a whole command.
+        usage = next((c.parser.format_usage() for c in self.commands if near and c.name == near[0]), "")
+        return UsageError(f"unknown command {said!r}{hint} (`help` lists the commands)", usage)
 
     def execute(self, argv: list[str]) -> int:
         if not argv:
@@ -142,7 +190,7 @@ class Shell:
 
     def execute_line(self, line: str) -> int:
         try:
-            argv = shlex.split(line, comments=True)
+            argv = split_line(line)
         except ValueError as e:
             print(f"vhsm: cannot parse line: {e}", file=self.err)
             return USAGE

@@ -360,7 +360,7 @@ class BlockCipher:
 
 
 class Gcm:
-    __slots__ = ("ctx", "tag_len", "decrypt", "buf")
+    __slots__ = ("ctx", "tag_len", "decrypt", "buf", "_key", "_iv", "_aad")
 
     def __init__(self, key: bytes, param: Any, decrypt: bool) -> None:
         if not isinstance(param, dict):
