@@ -133,8 +133,8 @@ except BaseException:
     _text = "fxpkcs11: the provider failed to start:\\n" + traceback.format_exc()
     try:
         _dir = os.path.join(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "fxpkcs11")
-        os.makedirs(_dir, mode=0o700, exist_ok=True)
         _log = os.environ.get("FXPKCS11_LOG") or os.path.join(_dir, "fxpkcs11.log")
+        os.makedirs(os.path.dirname(_log) or ".", mode=0o700, exist_ok=True)
         with open(_log, "a") as _f:
             _f.write(_text)
     except OSError:

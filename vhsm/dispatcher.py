@@ -27,7 +27,15 @@ def dispatch(conn: "Connection", cmd: Command) -> Reply:
         return DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, f"unknown command {code!r}").reply(code)
     try:
         conn.device.refresh()
-        role = conn.device.role(conn.role_name)
+        try:
+            role = conn.device.role(conn.role_name)
+        except DeviceError:
+            if not info.session_control:
+                raise
+            # The connection's role was deleted meanwhile: it may still log out and close
+            # its sessions (releasing their objects), as session control runs for every role.
+            role = {"name": conn.role_name, "kind": "deleted", "perms": [], "key_ranges": [],
+                    "commands": [], "settings": {}}
         policy.authorize(role, info)
         if info.needs_ftk:
             conn.device.require_ftk()

@@ -101,10 +101,13 @@ class ObjectSpace:
         """The object's parsed secret material (private key object or secret bytes)."""
         if obj.ref >= SESSION_BASE:
             return obj.loaded
-        cached = self.cache.get(obj.ref, obj.version)
-        if cached is not None:
-            return cached
         wrapped = obj.loaded.blob if isinstance(obj.loaded, _Wrapped) else None
+        cached = self.cache.get(obj.ref, obj.version)
+        # A cache entry serves only the row it was unwrapped from: a row whose owner,
+        # attributes or wrapping changed without a new version (edited behind the device's
+        # back) unwraps again, and fails, instead of lending it the cached material.
+        if cached is not None and cached[0] == wrapped and cached[1] == obj.owner and cached[2] == obj.attrs:
+            return cached[3]
         if wrapped is None:
             raise DeviceError(ck.CKR_KEY_HANDLE_INVALID, f"slot {obj.ref} holds no key material")
         try:
@@ -114,7 +117,7 @@ class ObjectSpace:
                               f"key in slot {obj.ref} does not unwrap under the loaded FTK "
                               "(wrong FTK, or the stored key was altered)") from None
         value = material(obj.cls, clear)
-        self.cache.put(obj.ref, obj.version, value)
+        self.cache.put(obj.ref, obj.version, (wrapped, obj.owner, dict(obj.attrs), value))
         return value
 
     def public_key(self, obj: P11Object) -> Any:

@@ -280,6 +280,64 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _ForkGate:
+    """fork() while another thread is inside SQLite (which runs without the GIL) leaves
+    SQLite's process-wide mutexes -- the shared-memory node of a WAL database, the VFS
+    lists -- locked for ever in the child, which then hangs opening the same database.
+    Every use of SQLite passes this gate; a fork waits until no thread is inside and
+    keeps others out until it is done."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        if depth == 0:
+            with self._cond:
+                while self._forking:
+                    self._cond.wait()
+                self._active += 1
+        local.depth = depth + 1
+        try:
+            yield
+        finally:
+            local.depth = depth
+            if depth == 0:
+                with self._cond:
+                    self._active -= 1
+                    if self._active == 0:
+                        self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        mine = 1 if getattr(self._local, "depth", 0) else 0  # a fork from inside the gate
+        self._cond.acquire()  # held until after the fork
+        self._forking = True
+        while self._active > mine:
+            self._cond.wait()
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        depth = getattr(self._local, "depth", 0)
+        self.__init__()  # a fresh lock; the other threads are gone
+        if depth:  # the forking thread was inside the gate: it still is
+            self._active, self._local.depth = 1, depth
+
+
+_FORK_GATE = _ForkGate()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_FORK_GATE.before_fork, after_in_parent=_FORK_GATE.after_fork_in_parent,
+                        after_in_child=_FORK_GATE.after_fork_in_child)
+
+
 def _describe(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", "") or ""
     for prefix, text in _ERROR_TEXT.items():
@@ -362,13 +420,14 @@ class SQLiteStore:
         os.fchmod(fd, 0o600)
         os.close(fd)
         try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                self._apply_migrations(conn)
-            finally:
-                conn.close()
+            with _FORK_GATE.inside():
+                conn = sqlite3.connect(tmp, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    self._apply_migrations(conn)
+                finally:
+                    conn.close()
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -463,10 +522,11 @@ class SQLiteStore:
     @contextlib.contextmanager
     def _sql(self) -> Iterator[None]:
         """Map sqlite3 errors to StoreError naming the file and the cause."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise self._fail(_describe(exc)) from exc
+        with _FORK_GATE.inside():
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise self._fail(_describe(exc)) from exc
 
     def generation(self) -> int:
         """A counter that every write transaction of every process bumps. Caches of roles,
@@ -512,7 +572,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close this process's connections. No other thread may be using the store."""
-        with self._conns_lock:
+        with _FORK_GATE.inside(), self._conns_lock:
             if self._closed:
                 return
             self._closed = True

@@ -168,6 +168,7 @@ class Shell:
             if argv[0] == "help":
                 return self.help(argv[1:])
             cmd, rest = self.find(argv)
+            rest = self._take_output_option(rest)
             if rest[-1:] == ["help"] or "--help" in rest or "-h" in rest:
                 self.say(cmd.parser.format_help())
                 return OK
@@ -187,6 +188,21 @@ class Shell:
         except AdminError as e:
             print(f"vhsm: refused by rule '{e.rule}': {e.text}", file=self.err)
             return REFUSED
+
+    def _take_output_option(self, rest: list[str]) -> list[str]:
+        """`--output json` may also follow the command, as in `role list --output json`."""
+        for i, word in enumerate(rest):
+            value = None
+            if word == "--output" and i + 1 < len(rest):
+                value, drop = rest[i + 1], 2
+            elif word.startswith("--output="):
+                value, drop = word.split("=", 1)[1], 1
+            if value is not None:
+                if value not in ("text", "json"):
+                    raise UsageError(f"--output takes text or json, not {value!r}")
+                self.output = value
+                return rest[:i] + rest[i + drop:]
+        return rest
 
     def execute_line(self, line: str) -> int:
         try:
