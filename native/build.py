@@ -62,7 +62,9 @@ def _wrapper(fn: Function) -> str:
 CK_RV {fn.name}({fn.params}) {{
   CK_RV rv;
   if (fxp_python_state < 0) return FXP_CKR_GENERAL_ERROR;
+  pthread_rwlock_rdlock(&fxp_fork_lock);
   rv = {call};
+  pthread_rwlock_unlock(&fxp_fork_lock);
   if (fxp_python_state != 1) {{
     fxp_note_start_failure();
     return FXP_CKR_GENERAL_ERROR;
@@ -75,14 +77,20 @@ CK_RV {fn.name}({fn.params}) {{
 CK_RV {fn.name}({fn.params}) {{
   CK_RV rv;
   if (!fxp_initialized) return FXP_CKR_CRYPTOKI_NOT_INITIALIZED;
+  pthread_rwlock_rdlock(&fxp_fork_lock);
   rv = {call};
+  pthread_rwlock_unlock(&fxp_fork_lock);
   if (rv == FXP_CKR_OK) fxp_initialized = 0;
   return rv;
 }}"""
     return f"""
 CK_RV {fn.name}({fn.params}) {{
+  CK_RV rv;
   if (!fxp_initialized) return FXP_CKR_CRYPTOKI_NOT_INITIALIZED;
-  return {call};
+  pthread_rwlock_rdlock(&fxp_fork_lock);
+  rv = {call};
+  pthread_rwlock_unlock(&fxp_fork_lock);
+  return rv;
 }}"""
 
 

@@ -12,6 +12,7 @@
  * This file is included into the cffi-generated source after the generated wrappers'
  * prototypes; build.py appends the wrappers themselves.
  */
+#define _GNU_SOURCE 1
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,17 +40,37 @@ static void fxp_note_start_failure(void) {
                   "(see fxpkcs11.log for the cause)\n");
 }
 
+/* Every call holds this lock's read side; a fork from a C host takes the write side, so
+   no thread is inside the library (holding a SQLite, OpenSSL or provider lock that the
+   child would inherit locked) at the moment of the fork. */
+static pthread_rwlock_t fxp_fork_lock;
+static int fxp_fork_took_lock = 0;
+
 /* Python's own fork protocol, for hosts that fork from C while Python runs in them. */
 static PyGILState_STATE fxp_fork_gil;
 static int fxp_fork_took_gil = 0;
 
+static void fxp_init_fork_lock(void) {
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  /* Writer preference: a waiting fork is not starved by a stream of calls. */
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&fxp_fork_lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+}
+
 static void fxp_before_fork(void) {
   fxp_fork_took_gil = 0;
-  if (fxp_python_state == 1 && Py_IsInitialized() && !PyGILState_Check()) {
-    fxp_fork_gil = PyGILState_Ensure();
-    PyOS_BeforeFork();
-    fxp_fork_took_gil = 1;
-  }
+  fxp_fork_took_lock = 0;
+  if (fxp_python_state != 1 || !Py_IsInitialized()) return;
+  /* A Python host forking with os.fork() holds the GIL here: waiting for other calls
+     (which need the GIL to finish) would deadlock, and CPython runs its own protocol. */
+  if (PyGILState_Check()) return;
+  pthread_rwlock_wrlock(&fxp_fork_lock);
+  fxp_fork_took_lock = 1;
+  fxp_fork_gil = PyGILState_Ensure();
+  PyOS_BeforeFork();
+  fxp_fork_took_gil = 1;
 }
 
 static void fxp_after_fork_parent(void) {
@@ -57,6 +78,10 @@ static void fxp_after_fork_parent(void) {
     PyOS_AfterFork_Parent();
     PyGILState_Release(fxp_fork_gil);
     fxp_fork_took_gil = 0;
+  }
+  if (fxp_fork_took_lock) {
+    pthread_rwlock_unlock(&fxp_fork_lock);
+    fxp_fork_took_lock = 0;
   }
 }
 
@@ -67,6 +92,8 @@ static void fxp_after_fork_child(void) {
     PyGILState_Release(fxp_fork_gil);
     fxp_fork_took_gil = 0;
   }
+  fxp_init_fork_lock();
+  fxp_fork_took_lock = 0;
 }
 
 __attribute__((constructor)) static void fxp_load(void) {
@@ -81,6 +108,7 @@ __attribute__((constructor)) static void fxp_load(void) {
     static wchar_t home[4096];
     if (mbstowcs(home, FXP_PYTHON_HOME, 4095) != (size_t)-1) Py_SetPythonHome(home);
   }
+  fxp_init_fork_lock();
   pthread_atfork(fxp_before_fork, fxp_after_fork_parent, fxp_after_fork_child);
 }
 
