@@ -71,10 +71,19 @@ def use_config(cfg: str):
 
     build_library()
     os.environ["FXPKCS11_CFG"] = cfg
-    lib = pkcs11.lib(LIB)  # initialises on first use (or when finalised since)
+    try:
+        lib = pkcs11.lib(LIB)  # the cached object; initialises it on first use or when finalised since
+    except pkcs11.PKCS11Error:
+        # someone initialised the library behind python-pkcs11's back (CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        ctypes.CDLL(LIB).C_Finalize(None)
+        lib = pkcs11.lib(LIB)
     current = fxstate.lib  # the library runs in this interpreter: its state is visible here
     if current is None or os.path.abspath(current.config.path or "") != os.path.abspath(cfg):
-        lib.reinitialize()
+        try:
+            lib.finalize()  # closes every session of the other configuration
+        except pkcs11.PKCS11Error:
+            pass  # finalised behind python-pkcs11's back; it now knows
+        lib.initialize()
     current = fxstate.lib
     assert current is not None and os.path.abspath(current.config.path) == os.path.abspath(cfg), \
         "the loaded library did not take our configuration"
@@ -128,6 +137,21 @@ class CK_ATTRIBUTE(ctypes.Structure):
     _fields_ = [("type", CK_ULONG), ("pValue", ctypes.c_void_p), ("ulValueLen", CK_ULONG)]
 
 
+class CK_VERSION(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte)]
+
+
+class CK_TOKEN_INFO(ctypes.Structure):
+    _fields_ = [("label", ctypes.c_char * 32), ("manufacturerID", ctypes.c_char * 32),
+                ("model", ctypes.c_char * 16), ("serialNumber", ctypes.c_char * 16), ("flags", CK_ULONG),
+                ("ulMaxSessionCount", CK_ULONG), ("ulSessionCount", CK_ULONG),
+                ("ulMaxRwSessionCount", CK_ULONG), ("ulRwSessionCount", CK_ULONG),
+                ("ulMaxPinLen", CK_ULONG), ("ulMinPinLen", CK_ULONG),
+                ("ulTotalPublicMemory", CK_ULONG), ("ulFreePublicMemory", CK_ULONG),
+                ("ulTotalPrivateMemory", CK_ULONG), ("ulFreePrivateMemory", CK_ULONG),
+                ("hardwareVersion", CK_VERSION), ("firmwareVersion", CK_VERSION), ("utcTime", ctypes.c_char * 16)]
+
+
 class LowLevel:
     """The exported C_* entry points of the already loaded library, returning raw CKRs."""
 
@@ -144,6 +168,11 @@ class LowLevel:
         flags = 0x4 | (0x2 if rw else 0)
         rv = self.dll.C_OpenSession(CK_ULONG(slot), CK_ULONG(flags), None, None, ctypes.byref(h))
         return rv, h.value
+
+    def token_info(self, slot: int = 0) -> tuple[int, CK_TOKEN_INFO]:
+        info = CK_TOKEN_INFO()
+        rv = self.dll.C_GetTokenInfo(CK_ULONG(slot), ctypes.byref(info))
+        return rv, info
 
     def close_session(self, h: int) -> int:
         return self.dll.C_CloseSession(CK_ULONG(h))

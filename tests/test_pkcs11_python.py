@@ -6,14 +6,14 @@ length queries) is called directly through LowLevel (the same loaded library).
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
 import os
 
 import pkcs11
 import pytest
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -49,7 +49,10 @@ def token(lib):
 @pytest.fixture(scope="module")
 def session(token):
     """The module's logged-in R/W session. Login state is per token (all sessions share it)."""
-    s = token.open(rw=True, user_pin=PIN)
+    try:
+        s = token.open(rw=True, user_pin=PIN)
+    except E.UserAlreadyLoggedIn:  # another module's session left the token logged in
+        s = token.open(rw=True)
     yield s
     try:
         s.close()
@@ -206,12 +209,25 @@ def test_wrong_pin_is_pin_incorrect(token, session, ll, logged_in):
     assert info.label == "Futurex"
 
 
-def test_token_info_counts_sessions(lib, token, session):
-    extra = token.open()
+def test_token_info_fields_and_session_counts(token, session, ll):
+    rv, before = ll.token_info()
+    assert rv == CKR_OK
+    assert before.label == b"Futurex".ljust(32)
+    assert before.model == b"Vectera Plus".ljust(16)
+    need = ck.CKF_RNG | ck.CKF_LOGIN_REQUIRED | ck.CKF_TOKEN_INITIALIZED
+    assert before.flags & need == need
+    assert (before.ulMinPinLen, before.ulMaxPinLen) == (4, 64)
+    extra_ro = token.open()
+    extra_rw = token.open(rw=True)
     try:
-        assert token.slot.get_token().label == "Futurex"
+        after = ll.token_info()[1]
+        assert after.ulSessionCount == before.ulSessionCount + 2
+        assert after.ulRwSessionCount == before.ulRwSessionCount + 1
     finally:
-        extra.close()
+        extra_ro.close()
+        extra_rw.close()
+    assert ll.token_info()[1].ulSessionCount == before.ulSessionCount
+    assert ll.token_info(7)[0] == ck.CKR_SLOT_ID_INVALID
 
 
 def test_private_objects_hidden_before_login(p11_env, token, session, ll, logged_in):
@@ -329,7 +345,6 @@ def test_find_with_several_attributes(session):
 def test_find_state_machine(session, ll):
     rv, _ = ll.find(session.handle, {})
     assert rv == CKR_OK
-    import ctypes
     assert ll.dll.C_FindObjectsFinal(ctypes.c_ulong(session.handle)) == ck.CKR_OPERATION_NOT_INITIALIZED
     assert ll.dll.C_FindObjectsInit(ctypes.c_ulong(session.handle), None, ctypes.c_ulong(0)) == CKR_OK
     assert ll.dll.C_FindObjectsInit(ctypes.c_ulong(session.handle), None, ctypes.c_ulong(0)) == \
@@ -436,7 +451,6 @@ def test_rsa_pkcs_hashed(rsa2048, mech, alg):
     chunks = [data[:1], data[1:100], data[100:]]
     assert priv.sign(iter(chunks), mechanism=mech) == sig
     assert pub.verify(iter(chunks), sig, mechanism=mech)
-    # and a signature made by cryptography verifies on the token (via an imported public key)
 
 
 @pytest.mark.parametrize("hash_mech", list(SHA))
@@ -588,9 +602,6 @@ def test_ecdsa_raw(ec_pair):
         key.verify(rs_to_der(sig), digest, ec.ECDSA(utils.Prehashed(alg())))
         assert pub.verify(digest, sig, mechanism=Mechanism.ECDSA)
         assert not pub.verify(bytes(len(digest)), sig, mechanism=Mechanism.ECDSA)
-    # a signature made by cryptography verifies on the token
-    # (r||s from an independently made DER signature of a known private key is not possible
-    # here; the token verifies its own and rejects altered ones)
     bad = bytearray(sig)
     bad[-1] ^= 1
     assert not pub.verify(digest, bytes(bad), mechanism=Mechanism.ECDSA)
@@ -613,10 +624,7 @@ def test_ecdsa_hashed(ec_pair, mech, alg):
 
 def test_ecdsa_verifies_foreign_signature(session):
     key = ec.generate_private_key(ec.SECP256R1())
-    point = key.public_key().public_bytes(
-        __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.X962,
-        __import__("cryptography.hazmat.primitives.serialization", fromlist=["PublicFormat"])
-        .PublicFormat.UncompressedPoint)
+    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     pub = session.create_object({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.KEY_TYPE: KeyType.EC,
                                  Attribute.EC_PARAMS: CURVES[0][1], Attribute.EC_POINT: b"\x04\x41" + point,
                                  Attribute.VERIFY: True, Attribute.TOKEN: False})
@@ -999,8 +1007,7 @@ def test_errors_end_the_operation(rsa2048, aes_known, session, ll):
     assert ll.init("Verify", h, ck.CKM_SHA256_RSA_PKCS, pub.handle) == CKR_OK
     assert ll.update("C_VerifyUpdate", h, b"da") == CKR_OK
     assert ll.update("C_VerifyUpdate", h, b"tX") == CKR_OK
-    assert ll.fn("C_VerifyFinal")(__import__("ctypes").c_ulong(h), sig, __import__("ctypes").c_ulong(len(sig))) \
-        == ck.CKR_SIGNATURE_INVALID
+    assert ll.fn("C_VerifyFinal")(ctypes.c_ulong(h), sig, ctypes.c_ulong(len(sig))) == ck.CKR_SIGNATURE_INVALID
     assert ll.update("C_VerifyUpdate", h, b"data") == ck.CKR_OPERATION_NOT_INITIALIZED
 
 
@@ -1022,7 +1029,6 @@ def test_repeated_init_is_operation_active(rsa2048, aes_known, session, ll):
 
 
 def test_digest_state_machine(session, ll):
-    import ctypes
     h = session.handle
     m = ll.mechanism(ck.CKM_SHA256)
     assert ll.dll.C_DigestInit(ctypes.c_ulong(h), ctypes.byref(m)) == CKR_OK
@@ -1065,6 +1071,21 @@ def test_wrong_key_for_mechanism(rsa2048, aes_known, session, ll):
     assert ll.init("Sign", session.handle, ck.CKM_SHA256_RSA_PKCS, 0) in (ck.CKR_KEY_HANDLE_INVALID,
                                                                           ck.CKR_OBJECT_HANDLE_INVALID)
     assert ll.init("Sign", session.handle, ck.CKM_SHA256_RSA_PKCS, 0x7FFF0000) == ck.CKR_KEY_HANDLE_INVALID
+    # mechanism parameters are read as the registry says
+    good = pss_params(ck.CKM_SHA256, ck.CKG_MGF1_SHA256, 32)
+    assert ll.init("Sign", session.handle, ck.CKM_RSA_PKCS_PSS, priv.handle, good[:-1]) == \
+        ck.CKR_MECHANISM_PARAM_INVALID
+    assert ll.init("Sign", session.handle, ck.CKM_RSA_PKCS_PSS, priv.handle) == ck.CKR_MECHANISM_PARAM_INVALID
+    assert ll.init("Sign", session.handle, ck.CKM_SHA256_RSA_PKCS, priv.handle, b"\x00") == \
+        ck.CKR_MECHANISM_PARAM_INVALID
+    assert ll.init("Sign", session.handle, ck.CKM_RSA_PKCS_PSS, priv.handle, good) == CKR_OK
+    digest = hashlib.sha256(b"pss").digest()
+    rv, n, sig = ll.output_call("C_Sign", session.handle, digest, 256)
+    assert rv == CKR_OK
+    rsa_public(pub).verify(sig, b"pss", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+    assert ll.init("Encrypt", session.handle, ck.CKM_AES_GCM, key.handle, b"short") == \
+        ck.CKR_MECHANISM_PARAM_INVALID
+    assert ll.init("Sign", session.handle, 0x80001234, priv.handle) == ck.CKR_MECHANISM_INVALID
 
 
 # ------------------------------------------------------------------ check value and attribute rules

@@ -407,18 +407,28 @@ struct busy {
   CK_SLOT_ID slot;
   CK_OBJECT_HANDLE pub, priv;
   volatile int stop;
+  volatile int in_call; /* set while the thread is inside a library call */
   volatile long rounds;
   volatile int failed;
 };
 
+/* Mostly calls that run Python code with the GIL held (token info is several device
+   commands), so that a fork() from the other thread finds the GIL taken. */
 static int busy_round(CK_SESSION_HANDLE h, struct busy *b, long i) {
-  CK_BYTE msg[64], sig[512], rnd[32];
+  CK_TOKEN_INFO ti;
   CK_SESSION_INFO si;
-  CK_ULONG sig_len = sizeof sig;
-  int len = snprintf((char *)msg, sizeof msg, "busy thread round %ld", i);
+  CK_MECHANISM_TYPE mechs[128];
+  CK_ULONG n = 128;
+  OK(F->C_GetTokenInfo(b->slot, &ti));
   OK(F->C_GetSessionInfo(h, &si));
-  OK(F->C_GenerateRandom(h, rnd, sizeof rnd));
-  return sign_verify(h, CKM_SHA256_RSA_PKCS, b->priv, b->pub, msg, (CK_ULONG)len, sig, &sig_len);
+  OK(F->C_GetMechanismList(b->slot, mechs, &n));
+  if (i % 16 == 0) {
+    CK_BYTE msg[64], sig[512];
+    CK_ULONG sig_len = sizeof sig;
+    int len = snprintf((char *)msg, sizeof msg, "busy thread round %ld", i);
+    return sign_verify(h, CKM_SHA256_RSA_PKCS, b->priv, b->pub, msg, (CK_ULONG)len, sig, &sig_len);
+  }
+  return 1;
 }
 
 static void *busy_thread(void *arg) {
@@ -429,7 +439,10 @@ static void *busy_thread(void *arg) {
     return NULL;
   }
   for (long i = 0; !b->stop; i++) {
-    if (!busy_round(h, b, i)) {
+    b->in_call = 1;
+    int ok = busy_round(h, b, i);
+    b->in_call = 0;
+    if (!ok) {
       b->failed = 1;
       return NULL;
     }
@@ -455,17 +468,19 @@ static int fork_child(const char *pin, CK_SESSION_HANDLE parent_session, CK_OBJE
   struct {
     const char *name;
     CK_RV rv;
-  } before[] = {
-      {"C_GetInfo", F->C_GetInfo(&info)},
-      {"C_GetSlotList", F->C_GetSlotList(1, NULL, &n)},
-      {"C_GetSessionInfo(parent)", F->C_GetSessionInfo(parent_session, &si)},
-      {"C_SignInit(parent)", F->C_SignInit(parent_session, &mech, parent_key)},
-      {"C_OpenSession", F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &h)},
-      {"C_Login(parent)", F->C_Login(parent_session, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin))},
-      {"C_CloseSession(parent)", F->C_CloseSession(parent_session)},
-      {"C_Finalize", F->C_Finalize(NULL)},
-  };
-  for (size_t i = 0; i < sizeof before / sizeof before[0]; i++)
+  } before[8];
+  size_t k = 0;
+  before[k].name = "C_GetInfo", before[k++].rv = F->C_GetInfo(&info);
+  before[k].name = "C_GetSlotList", before[k++].rv = F->C_GetSlotList(1, NULL, &n);
+  before[k].name = "C_GetSessionInfo(parent)", before[k++].rv = F->C_GetSessionInfo(parent_session, &si);
+  before[k].name = "C_SignInit(parent)", before[k++].rv = F->C_SignInit(parent_session, &mech, parent_key);
+  before[k].name = "C_OpenSession",
+  before[k++].rv = F->C_OpenSession(0, CKF_SERIAL_SESSION, NULL, NULL, &h);
+  before[k].name = "C_Login(parent)",
+  before[k++].rv = F->C_Login(parent_session, CKU_USER, (CK_UTF8CHAR_PTR)pin, strlen(pin));
+  before[k].name = "C_CloseSession(parent)", before[k++].rv = F->C_CloseSession(parent_session);
+  before[k].name = "C_Finalize", before[k++].rv = F->C_Finalize(NULL);
+  for (size_t i = 0; i < k; i++)
     if (before[i].rv != CKR_CRYPTOKI_NOT_INITIALIZED) {
       FAIL("child: %s returned 0x%lx before C_Initialize", before[i].name, before[i].rv);
       return 10;
@@ -486,69 +501,74 @@ static int fork_child(const char *pin, CK_SESSION_HANDLE parent_session, CK_OBJE
   return 0;
 }
 
-static int cmd_fork(const char *pin) {
-  enum { FORKS = 6 };
-  CK_SLOT_ID slot;
-  CK_SESSION_HANDLE h;
-  struct busy b;
-  pthread_t thread;
+enum { FORKS = 8 };
+
+/* Fork FORKS times, each time while the busy thread is inside a library call. */
+static int fork_rounds(const char *pin, CK_SESSION_HANDLE h, struct busy *b) {
   CK_BYTE sig[512];
   CK_ULONG sig_len;
   static const CK_BYTE msg[] = "signed in the parent";
 
-  memset(&b, 0, sizeof b);
+  for (int i = 0; i < FORKS; i++) {
+    long rounds_before;
+    while (!b->in_call && !b->failed) /* spin: fork right after the thread entered a call */
+      ;
+    if (b->failed) return FAIL("the busy thread failed"), 0;
+    pid_t pid = fork();
+    if (pid < 0) return FAIL("fork"), 0;
+    if (pid == 0) {
+      alarm(30); /* a hang in the child ends it with SIGALRM, which the parent reports */
+      _exit(fork_child(pin, h, b->priv));
+    }
+    rounds_before = b->rounds;
+    /* The parent keeps working with its existing session while the child runs. */
+    for (int k = 0; k < 3; k++) {
+      sig_len = sizeof sig;
+      if (!sign_verify(h, CKM_SHA256_RSA_PKCS, b->priv, b->pub, msg, sizeof msg - 1, sig, &sig_len))
+        return FAIL("parent: signing after fork %d failed", i), 0;
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return FAIL("waitpid"), 0;
+    if (WIFSIGNALED(status))
+      return FAIL("child %d killed by signal %d%s", i, WTERMSIG(status),
+                  WTERMSIG(status) == SIGALRM ? " (it hung)" : ""), 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      return FAIL("child %d exited with status %d", i, WEXITSTATUS(status)), 0;
+    /* The busy thread must still be making progress in the parent. */
+    for (int waited = 0; b->rounds == rounds_before && !b->failed; waited++) {
+      if (waited > 30000) return FAIL("the busy thread stopped after fork %d", i), 0;
+      usleep(1000);
+    }
+  }
+  sig_len = sizeof sig;
+  return sign_verify(h, CKM_SHA256_RSA_PKCS, b->priv, b->pub, msg, sizeof msg - 1, sig, &sig_len);
+}
+
+static int cmd_fork(const char *pin) {
+  CK_SLOT_ID slot;
+  CK_SESSION_HANDLE h;
+  static struct busy b; /* static: outlives this frame whatever happens */
+  pthread_t thread;
+  CK_BYTE sig[512];
+  CK_ULONG sig_len = sizeof sig;
+  static const CK_BYTE msg[] = "signed in the parent";
+  int ok;
+
   b.pin = pin;
   OK(initialize());
   if (!first_slot(&slot)) return 0;
   b.slot = slot;
   if (!open_user_session(slot, pin, &h)) return 0;
   if (!rsa_pair(h, &b.pub, &b.priv)) return 0;
-  sig_len = sizeof sig;
   if (!sign_verify(h, CKM_SHA256_RSA_PKCS, b.priv, b.pub, msg, sizeof msg - 1, sig, &sig_len)) return 0;
 
   if (pthread_create(&thread, NULL, busy_thread, &b) != 0) return FAIL("pthread_create"), 0;
   while (b.rounds < 1 && !b.failed) usleep(1000);
-
-  for (int i = 0; i < FORKS && !b.failed; i++) {
-    long rounds_before = b.rounds;
-    /* Fork while the other thread is inside the library (it never leaves it for long). */
-    usleep(1000 * (i % 3));
-    pid_t pid = fork();
-    if (pid < 0) return FAIL("fork"), 0;
-    if (pid == 0) {
-      alarm(60); /* a hang in the child ends it with SIGALRM, which the parent reports */
-      _exit(fork_child(pin, h, b.priv));
-    }
-    /* The parent keeps working with its existing session while the child runs. */
-    for (int k = 0; k < 3; k++) {
-      sig_len = sizeof sig;
-      if (!sign_verify(h, CKM_SHA256_RSA_PKCS, b.priv, b.pub, msg, sizeof msg - 1, sig, &sig_len)) {
-        FAIL("parent: signing after fork %d failed", i);
-        return 0;
-      }
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return FAIL("waitpid"), 0;
-    if (WIFSIGNALED(status)) {
-      FAIL("child %d killed by signal %d%s", i, WTERMSIG(status),
-           WTERMSIG(status) == SIGALRM ? " (it hung)" : "");
-      return 0;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      FAIL("child %d exited with status %d", i, WEXITSTATUS(status));
-      return 0;
-    }
-    /* The busy thread must still be making progress in the parent. */
-    for (int waited = 0; b.rounds == rounds_before && !b.failed; waited++) {
-      if (waited > 30000) return FAIL("the busy thread stopped after fork %d", i), 0;
-      usleep(1000);
-    }
-  }
+  ok = fork_rounds(pin, h, &b);
   b.stop = 1;
   pthread_join(thread, NULL);
+  if (!ok) return 0;
   if (b.failed) return FAIL("the busy thread failed"), 0;
-  sig_len = sizeof sig;
-  if (!sign_verify(h, CKM_SHA256_RSA_PKCS, b.priv, b.pub, msg, sizeof msg - 1, sig, &sig_len)) return 0;
   OK(F->C_CloseSession(h));
   OK(F->C_Finalize(NULL));
   printf("fork: ok %d children, busy thread made %ld rounds\n", FORKS, b.rounds);
@@ -618,7 +638,7 @@ static int cmd_threads(const char *pin, int n) {
   CK_SLOT_ID slot;
   CK_SESSION_HANDLE keeper;
   pthread_t threads[MAX_THREADS];
-  pthread_barrier_t barrier;
+  static pthread_barrier_t barrier; /* static: outlives this frame whatever happens */
   struct worker *w;
   int good = 1;
 
