@@ -6,14 +6,18 @@ ranges) and writes an audit entry, whether it succeeds or is refused.
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from vhsm import factory
+from vhsm import factory, policy
 from vhsm.commands.catalog import BY_CODE, whitelistable
 from vhsm.device import VirtualHSM
-from vhsm.majorkeys import generate_ftk
+from vhsm import shares
+from vhsm.majorkeys import MajorKey, generate_ftk
 from vhsm.passwords import hash_password, verify_password
 
 MIN_PASSWORD = 4
@@ -271,23 +275,183 @@ class AdminSession:
             raise AdminError("default passwords", f"change the default passwords of {', '.join(defaults)} "
                                                   "before loading major keys (`user change-password -u NAME`)")
 
-    def generate_ftk(self, *, force: bool = False) -> Outcome:
+    def _install_ftk(self, ftk: MajorKey, force: bool) -> None:
+        """Load an FTK, refusing to orphan stored keys unless forced."""
+        current = self.device.ftk()
+        if current is not None and current.kcv != ftk.kcv and self.store.count_keys() and not force:
+            raise AdminError("major key", f"the key table holds {self.store.count_keys()} key(s) wrapped "
+                                          f"under the loaded FTK (KCV {current.kcv}); replacing it makes them "
+                                          "unusable. Repeat with --force to do it anyway")
+        self.device.load_ftk(ftk)
+
+    def generate_ftk(self, *, force: bool = False, m: int | None = None, n: int | None = None,
+                     cards_dir: str | None = None, pins: list[str] = ()) -> Outcome:
+        """A random FTK; with M-of-N, also N card files of which any M rebuild it."""
         def act() -> Outcome:
             self.require_dual()
             self._require_passwords_changed()
-            current = self.device.ftk()
-            if current is not None and self.store.count_keys() and not force:
-                raise AdminError("major key", f"the key table holds {self.store.count_keys()} key(s) wrapped "
-                                              f"under the loaded FTK (KCV {current.kcv}); replacing it makes them "
-                                              "unusable. Repeat with --force to do it anyway")
+            if (m is None) != (n is None):
+                raise AdminError("major key", "give both -m (fragments required) and -n (fragments total)")
+            if m is not None:
+                if not 2 <= m <= n <= 9:
+                    raise AdminError("major key", f"M-of-N needs 2 <= M <= N <= 9, not {m}-of-{n}")
+                if not cards_dir:
+                    raise AdminError("major key", "M-of-N fragments need a folder for the cards (--cards-dir)")
+                if len(pins) != n:
+                    raise AdminError("major key", f"give one card PIN per card: {n} needed, {len(pins)} given")
+                for pin in pins:
+                    if len(pin) < MIN_PASSWORD:
+                        raise AdminError("major key", f"a card PIN has at least {MIN_PASSWORD} characters")
             ftk = generate_ftk()
-            self.device.load_ftk(ftk)
-            return Outcome(f"FTK loaded, KCV {ftk.kcv}", {"kcv": ftk.kcv})
+            self._install_ftk(ftk, force)
+            paths = []
+            if m is not None:
+                for share, pin in zip(shares.split(ftk.key_bytes(), m, n), pins):
+                    paths.append(shares.write_card(cards_dir, "ftk", ftk.kcv, m, n, share, pin))
+            note = f", {m}-of-{n} fragments on cards in {cards_dir}" if m is not None else ""
+            return Outcome(f"FTK loaded, KCV {ftk.kcv}{note}", {"kcv": ftk.kcv, "cards": paths})
         return self.run("majorkey random", act)
+
+    def recombine_ftk(self, cards_dir: str, pins: list[str], *, force: bool = False) -> Outcome:
+        """Rebuild the FTK from M of its cards: the cards in the folder in card order, one
+        PIN each, as many as PINs are given."""
+        def act() -> Outcome:
+            self.require_dual()
+            self._require_passwords_changed()
+            try:
+                names = sorted(f for f in os.listdir(cards_dir) if f.startswith("ftk-card-"))
+            except OSError as e:
+                raise AdminError("major key", f"cannot read the card folder {cards_dir}: {e.strerror}") from None
+            if not names:
+                raise AdminError("major key", f"no FTK cards in {cards_dir}")
+            got, header = [], None
+            for name, pin in zip(names, pins):
+                try:
+                    h, share = shares.read_card(os.path.join(cards_dir, name), pin)
+                except shares.ShareError as e:
+                    raise AdminError("major key", str(e)) from None
+                if header is not None and (h["kcv"], h["m"], h["n"]) != (header["kcv"], header["m"], header["n"]):
+                    raise AdminError("major key", f"{name} belongs to another FTK (KCV {h['kcv']})")
+                header = h
+                got.append(share)
+            if header is None or len(got) < header["m"]:
+                need = header["m"] if header else "M"
+                raise AdminError("major key", f"{len(got)} card(s) read; this FTK needs {need} of "
+                                              f"{header['n'] if header else 'N'}")
+            try:
+                ftk = MajorKey(shares.combine(got))
+            except (shares.ShareError, ValueError) as e:
+                raise AdminError("major key", f"the cards do not combine: {e}") from None
+            if ftk.kcv != header["kcv"]:
+                raise AdminError("major key", f"the cards rebuild KCV {ftk.kcv}, not the recorded {header['kcv']}")
+            self._install_ftk(ftk, force)
+            return Outcome(f"FTK recombined from {len(got)} of {header['n']} cards, KCV {ftk.kcv}",
+                           {"kcv": ftk.kcv})
+        return self.run("majorkey recombine", act)
+
+    def load_ftk_components(self, components: list[str], *, force: bool = False) -> Outcome:
+        """An FTK entered as XOR'd components (hex), each shown with its KCV."""
+        def act() -> Outcome:
+            self.require_dual()
+            self._require_passwords_changed()
+            if len(components) < 2:
+                raise AdminError("major key", "an FTK is entered as at least two components")
+            value = bytes(32)
+            kcvs = []
+            for i, text in enumerate(components, 1):
+                try:
+                    part = bytes.fromhex(text.replace(" ", ""))
+                except ValueError:
+                    raise AdminError("major key", f"component {i} is not hexadecimal") from None
+                if len(part) != 32:
+                    raise AdminError("major key", f"component {i} is {len(part)} bytes; an FTK component is 32")
+                kcvs.append(MajorKey(part).kcv)
+                value = bytes(a ^ b for a, b in zip(value, part))
+            ftk = MajorKey(value)
+            self._install_ftk(ftk, force)
+            shown = ", ".join(f"component {i} KCV {k}" for i, k in enumerate(kcvs, 1))
+            return Outcome(f"{shown}; FTK loaded, KCV {ftk.kcv}", {"kcv": ftk.kcv, "components": kcvs})
+        return self.run("majorkey load", act)
 
     def ftk_status(self) -> dict:
         ftk = self.device.ftk()
         return {"FTK": {"loaded": ftk is not None, "kcv": ftk.kcv if ftk else None}}
+
+    # ------------------------------------------------------------ learn mode
+    def learn_start(self, name: str) -> Outcome:
+        def act() -> Outcome:
+            self.require_dual()
+            role = self._application(name)
+            epoch = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            role["settings"] = {**role["settings"], policy.LEARN: epoch}
+            self.store.put_role(role)
+            return Outcome(f"role {role['name']} is learning: its commands run even when not whitelisted, "
+                           "and each one used is recorded until `role learn --stop`")
+        return self.run("role learn --start", act)
+
+    def learn_stop(self, name: str) -> Outcome:
+        """Leave learn mode; the outcome carries the whitelist the partition used, as one
+        `role modify` line, and the commands refused while it was not learning."""
+        def act() -> Outcome:
+            self.require_dual()
+            role = self._application(name)
+            epoch = role["settings"].get(policy.LEARN)
+            if not epoch:
+                raise AdminError("learn mode", f"role {role['name']} is not learning (`role learn --start`)")
+            prefix = f"learned:{role['name']}:{epoch}:"
+            used = sorted(k[len(prefix):] for k in self.store.list_meta(prefix))
+            for key in self.store.list_meta(f"learned:{role['name']}:"):
+                self.store.set_meta(key, None)
+            role["settings"] = {k: v for k, v in role["settings"].items() if k != policy.LEARN}
+            self.store.put_role(role)
+            denied: dict[str, int] = {}
+            for row in self.store.audit_rows():
+                if row["result"] == "denied" and row["role"] == role["name"]:
+                    denied[row["command"]] = denied.get(row["command"], 0) + 1
+            line = whitelist_line(role["name"], used)
+            return Outcome(line, {"role": role["name"], "commands": used, "line": line, "denied": denied})
+        return self.run("role learn --stop", act)
+
+    def _application(self, name: str) -> dict:
+        role = self.store.get_role(factory.canonical_role(name))
+        if role is None:
+            raise AdminError("role", f"no role named {name!r}")
+        if role["kind"] == "admin":
+            raise AdminError("role", "the Administrator role has no command whitelist")
+        return role
+
+    # ------------------------------------------------------------ audit and key table
+    def audit(self, *, identity: str | None = None, role: str | None = None, command: str | None = None,
+              result: str | None = None, since: str | None = None, limit: int | None = None) -> list[dict]:
+        rows = []
+        for row in self.store.audit_rows():
+            if identity and identity not in (row["identity"] or "").split(","):
+                continue
+            if role and (row["role"] or "") != factory.canonical_role(role):
+                continue
+            if command and not (row["command"] or "").startswith(command):
+                continue
+            if result and row["result"] != result:
+                continue
+            if since and (row["time"] or "") < since:
+                continue
+            rows.append(row)
+        return rows[-limit:] if limit else rows
+
+    def verify_audit(self) -> tuple[bool, str]:
+        return self.store.verify_audit()
+
+    def key_table(self, owner: str | None = None) -> list[dict]:
+        return [describe_key(rec) for rec in self.store.list_keys(
+            factory.canonical_role(owner) if owner else None)]
+
+    def delete_key(self, slot: int) -> Outcome:
+        def act() -> Outcome:
+            self.require_dual()
+            if not self.store.delete_key(slot):
+                raise AdminError("key table", f"slot {slot} is empty")
+            return Outcome(f"slot {slot} deleted")
+        return self.run("keytable delete", act)
 
     # ------------------------------------------------------------ settings
     def record_network(self, settings: dict[str, str]) -> Outcome:
@@ -306,3 +470,28 @@ def check_password(password: str) -> None:
 
 def all_commands() -> list[str]:
     return whitelistable()
+
+
+def whitelist_line(role: str, commands: list[str]) -> str:
+    """A `role modify` line that whitelists exactly these commands; FXCLI accepts it too."""
+    perms = " ".join(f"--add-perm Excrypt:{c}" for c in commands)
+    return f'role modify --name "{role}" {perms}'.rstrip()
+
+
+def describe_key(rec: Any) -> dict:
+    from fxpkcs11 import ck
+    from fxpkcs11.usage import usage_letters
+
+    a = rec.attrs
+    cls = a.get(ck.CKA_CLASS)
+    check = a.get(ck.CKA_CHECK_VALUE)
+    if check:
+        kcv = check[:2].hex().upper()
+    elif a.get(ck.CKA_PUBLIC_KEY_INFO):
+        kcv = hashlib.sha256(a[ck.CKA_PUBLIC_KEY_INFO]).hexdigest()[:4].upper()
+    else:
+        kcv = ""
+    kt = a.get(ck.CKA_KEY_TYPE)
+    return {"slot": rec.slot, "class": ck.name(cls, "CKO_") if cls is not None else "?",
+            "type": ck.name(kt, "CKK_") if kt is not None else "-", "label": a.get(ck.CKA_LABEL, ""),
+            "kcv": kcv, "usage": usage_letters(a), "owner": rec.owner}

@@ -34,6 +34,7 @@ class VirtualHSM:
         self._ftk_lock = threading.Lock()
         self._contexts = itertools.count(1)
         self._local = threading.local()
+        self._learned: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------ FTK
     def _ftk_file_stamp(self) -> tuple[int, int] | None:
@@ -106,6 +107,20 @@ class VirtualHSM:
                 raise DeviceError(ck.CKR_DEVICE_ERROR, f"role {name!r} no longer exists")
             roles[name] = role
         return role
+
+    # ------------------------------------------------------------ policy records
+    def record_learned(self, role: str, epoch: str, code: str) -> None:
+        key = (role, epoch, code)
+        if key not in self._learned:
+            self.store.set_meta(f"learned:{role}:{epoch}:{code}", "1")
+            self._learned.add(key)
+
+    def record_denied(self, identity: str | None, role: str, code: str, text: str) -> None:
+        try:
+            self.store.append_audit({"identity": identity or "-", "role": role, "command": code,
+                                     "result": "denied", "text": text})
+        except StoreError:
+            pass  # the refusal stands even when it cannot be written down
 
     def close(self) -> None:
         self.store.close()

@@ -36,7 +36,7 @@ def dispatch(conn: "Connection", cmd: Command) -> Reply:
             # its sessions (releasing their objects), as session control runs for every role.
             role = {"name": conn.role_name, "kind": "deleted", "perms": [], "key_ranges": [],
                     "commands": [], "settings": {}}
-        policy.authorize(role, info)
+        policy.authorize(role, info, conn.device, conn.identity)
         if info.needs_ftk:
             conn.device.require_ftk()
         fields = HANDLERS[code](conn, role, cmd.fields)

@@ -4,6 +4,8 @@ Every command passes `authorize` before its handler runs, whichever transport ca
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 from fxpkcs11 import ck
 from vhsm.commands.catalog import CommandInfo
 from vhsm.excrypt import DeviceError
@@ -14,12 +16,37 @@ from vhsm.factory import ALL_SLOTS, KEY_TABLE_SLOTS
 DENIED = ck.CKR_FUNCTION_FAILED
 
 
-def authorize(role: dict, info: CommandInfo) -> None:
-    if info.session_control or info.code in role["commands"]:
+LEARN = "learn"  # role setting: the learn-mode epoch while the partition is learning
+
+
+class Recorder(Protocol):
+    def record_learned(self, role: str, epoch: str, code: str) -> None: ...
+    def record_denied(self, identity: str | None, role: str, code: str, text: str) -> None: ...
+
+
+def learning(role: dict) -> str | None:
+    return role["settings"].get(LEARN)
+
+
+def authorize(role: dict, info: CommandInfo, recorder: Recorder | None = None,
+              identity: str | None = None) -> None:
+    """Refuse a command outside the role's whitelist. A partition in learn mode runs every
+    command and each one it uses is recorded; every refusal is recorded too."""
+    if info.session_control:
+        return
+    epoch = learning(role)
+    if epoch:
+        if recorder is not None:
+            recorder.record_learned(role["name"], epoch, info.code)
+        return
+    if info.code in role["commands"]:
         return
     name = role["name"]
-    raise DeviceError(DENIED, f"command {info.code} is not enabled for role {name!r}; enable it with "
-                              f"`vhsm role modify --name \"{name}\" --add-perm Excrypt:{info.code}`")
+    text = (f"command {info.code} is not enabled for role {name!r}; enable it with "
+            f"`vhsm role modify --name \"{name}\" --add-perm Excrypt:{info.code}`")
+    if recorder is not None:
+        recorder.record_denied(identity, name, info.code, text)
+    raise DeviceError(DENIED, text)
 
 
 def slot_ranges(role: dict) -> list[tuple[int, int]]:

@@ -72,6 +72,7 @@ class Store(Protocol):
 
     def get_meta(self, name: str) -> str | None: ...
     def set_meta(self, name: str, value: str | None) -> None: ...
+    def list_meta(self, prefix: str) -> dict[str, str]: ...
 
     def get_identity(self, name: str) -> dict | None: ...
     def put_identity(self, rec: dict) -> None: ...
@@ -599,6 +600,12 @@ class SQLiteStore:
     def get_meta(self, name: str) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE name = ?", (name,))
         return rows[0][0] if rows else None
+
+    def list_meta(self, prefix: str) -> dict[str, str]:
+        """Every setting whose name starts with `prefix`."""
+        rows = self._query("SELECT name, value FROM meta WHERE substr(name, 1, ?) = ? ORDER BY name",
+                           (len(prefix), prefix))
+        return dict(rows)
 
     def set_meta(self, name: str, value: str | None) -> None:
         with self._write() as conn:

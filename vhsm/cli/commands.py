@@ -91,13 +91,78 @@ def _change_password(p: Parser) -> Callable:
 
 # ------------------------------------------------------------------ major keys
 
-@command("majorkey random", "generate a random major key (--ftk) and load it")
+def _cards(sh: Shell, a: argparse.Namespace, count: int) -> tuple[str, list[str]]:
+    folder = a.cards_dir or sh.ask("Folder for the cards: ")
+    pins = list(a.card_pin)
+    while len(pins) < count:
+        pins.append(sh.ask(f"PIN for card {len(pins) + 1}: ", secret=True))
+    return folder, pins
+
+
+def _confirm_force(sh: Shell, a: argparse.Namespace) -> bool:
+    """--force replaces an FTK that wraps stored keys; at the prompt it must be confirmed."""
+    if a.force and sh.interactive and not a.yes:
+        return sh.ask("Keys wrapped under the current FTK become unusable. Type YES to go on: ") == "YES"
+    return a.force
+
+
+@command("majorkey random", "generate a random major key (--ftk), optionally as M-of-N card fragments")
 def _majorkey_random(p: Parser) -> Callable:
     p.add_argument("--ftk", action="store_true", required=True, help="the Futurex Key (FTK)")
+    p.add_argument("-m", "--fragments-required", type=int, dest="m", metavar="M")
+    p.add_argument("-n", "--fragments-total", type=int, dest="n", metavar="N")
+    p.add_argument("--cards-dir", help="folder the card files are written to")
+    p.add_argument("--card-pin", action="append", default=[], help="one per card, in card order")
     p.add_argument("--force", action="store_true", help="replace an FTK that wraps stored keys")
+    p.add_argument("--yes", action="store_true", help="do not ask to confirm --force")
 
     def run(sh: Shell, a: argparse.Namespace) -> None:
-        sh.say(sh.session.generate_ftk(force=a.force).text)
+        folder, pins = (None, [])
+        if a.m is not None or a.n is not None:
+            folder, pins = _cards(sh, a, a.n or 0)
+        sh.say(sh.session.generate_ftk(force=_confirm_force(sh, a), m=a.m, n=a.n, cards_dir=folder,
+                                       pins=pins).text)
+    return run
+
+
+@command("majorkey recombine", "rebuild a major key from M of its card fragments")
+def _majorkey_recombine(p: Parser) -> Callable:
+    p.add_argument("--key", required=True, choices=["ftk"], type=str.lower)
+    p.add_argument("--cards-dir", help="folder holding the card files")
+    p.add_argument("--card-pin", action="append", default=[], help="one per card used, in card order")
+    p.add_argument("--force", action="store_true", help="replace an FTK that wraps stored keys")
+    p.add_argument("--yes", action="store_true", help="do not ask to confirm --force")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        folder = a.cards_dir or sh.ask("Folder holding the cards: ")
+        pins = list(a.card_pin)
+        if not pins:
+            count = int(sh.ask("How many cards will you insert? ") or "0")
+            pins = [sh.ask(f"PIN for card {i + 1}: ", secret=True) for i in range(count)]
+        sh.say(sh.session.recombine_ftk(folder, pins, force=_confirm_force(sh, a)).text)
+    return run
+
+
+@command("majorkey load", "load a major key from XOR'd components, showing each one's KCV")
+def _majorkey_load(p: Parser) -> Callable:
+    p.add_argument("--key", required=True, choices=["ftk"], type=str.lower)
+    p.add_argument("--component", action="append", default=[], help="hex, one per component")
+    p.add_argument("--force", action="store_true", help="replace an FTK that wraps stored keys")
+    p.add_argument("--yes", action="store_true", help="do not ask to confirm --force")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        parts = list(a.component)
+        if not parts:
+            from vhsm.majorkeys import MajorKey
+            count = int(sh.ask("Number of components: ") or "0")
+            for i in range(count):
+                text = sh.ask(f"Component {i + 1} (hex): ", secret=True)
+                try:
+                    sh.say(f"component {i + 1} KCV {MajorKey(bytes.fromhex(text)).kcv}")
+                except ValueError:
+                    raise UsageError(f"component {i + 1} is not 32 bytes of hex") from None
+                parts.append(text)
+        sh.say(sh.session.load_ftk_components(parts, force=_confirm_force(sh, a)).text)
     return run
 
 
@@ -205,6 +270,74 @@ def _identity_list(p: Parser) -> Callable:
     def run(sh: Shell, a: argparse.Namespace) -> None:
         sh.show(sh.session.list_identities(),
                 lambda d: _table(d, ["name", "role", "default_password", "failed_logins"]))
+    return run
+
+
+@command("role learn", "start or stop learn mode; --stop prints the whitelist the partition used")
+def _role_learn(p: Parser) -> Callable:
+    p.add_argument("--name", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--start", action="store_true")
+    g.add_argument("--stop", action="store_true")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        if a.start:
+            sh.say(sh.session.learn_start(a.name).text)
+            return
+        out = sh.session.learn_stop(a.name)
+        if sh.output == "json":
+            sh.show(out.data, str)
+            return
+        sh.say(out.data["line"])
+        if out.data["denied"]:
+            sh.say("# refused while not learning: " + ", ".join(
+                f"{c} ({n}x)" for c, n in sorted(out.data["denied"].items())))
+    return run
+
+
+# ------------------------------------------------------------------ audit and key table
+
+@command("audit show", "show the audit log, optionally filtered")
+def _audit_show(p: Parser) -> Callable:
+    p.add_argument("--identity")
+    p.add_argument("--role")
+    p.add_argument("--command")
+    p.add_argument("--result", choices=["ok", "refused", "denied"])
+    p.add_argument("--since", metavar="ISO-TIME")
+    p.add_argument("--limit", type=int)
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        rows = sh.session.audit(identity=a.identity, role=a.role, command=a.command, result=a.result,
+                                since=a.since, limit=a.limit)
+        sh.show(rows, lambda d: _table(d, ["seq", "time", "identity", "role", "command", "result", "text"]))
+    return run
+
+
+@command("audit verify", "check the audit log's hash chain")
+def _audit_verify(p: Parser) -> Callable:
+    def run(sh: Shell, a: argparse.Namespace) -> int:
+        ok, text = sh.session.verify_audit()
+        sh.show({"ok": ok, "text": text}, lambda d: d["text"])
+        return 0 if ok else 1
+    return run
+
+
+@command("keytable list", "list the key table: slot, class, type, label, KCV, usage, owner")
+def _keytable_list(p: Parser) -> Callable:
+    p.add_argument("--owner", help="only this partition's keys")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        sh.show(sh.session.key_table(a.owner),
+                lambda d: _table(d, ["slot", "class", "type", "label", "kcv", "usage", "owner"]))
+    return run
+
+
+@command("keytable delete", "delete the key in a slot")
+def _keytable_delete(p: Parser) -> Callable:
+    p.add_argument("--slot", type=int, required=True)
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        sh.say(sh.session.delete_key(a.slot).text)
     return run
 
 
