@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from vhsm import factory, policy
+from vhsm import factory, pki, policy
 from vhsm.commands.catalog import BY_CODE, whitelistable
 from vhsm.device import VirtualHSM
 from vhsm import shares
@@ -453,6 +454,181 @@ class AdminSession:
             return Outcome(f"slot {slot} deleted")
         return self.run("keytable delete", act)
 
+    # ------------------------------------------------------------ device keys and certificates
+    def _free_admin_ranges(self) -> list[tuple[int, int]]:
+        """Slots outside every application partition: where the device's own keys go."""
+        taken = sorted(tuple(r) for role in self.store.list_roles() if role["kind"] == "application"
+                       for r in role["key_ranges"])
+        out, start = [], 0
+        for lo, hi in taken:
+            if lo > start:
+                out.append((start, lo - 1))
+            start = max(start, hi + 1)
+        if start < factory.KEY_TABLE_SLOTS:
+            out.append((start, factory.KEY_TABLE_SLOTS - 1))
+        return out
+
+    def _store_device_key(self, key: Any, name: str, slot: str | int, usage: str) -> int:
+        from fxpkcs11 import ck
+        from vhsm.commands.keys import public_attrs_of
+        from vhsm.crypto import keys as keymat
+        from vhsm.objects import ObjectSpace
+        from vhsm.p11 import attributes as rules
+
+        kt = ck.CKK_RSA if isinstance(key, pki.rsa.RSAPrivateKey) else ck.CKK_EC
+        mech = ck.CKM_RSA_PKCS_KEY_PAIR_GEN if kt == ck.CKK_RSA else ck.CKM_EC_KEY_PAIR_GEN
+        attrs = rules.complete({ck.CKA_LABEL: name, ck.CKA_TOKEN: True, ck.CKA_SIGN: True, ck.CKA_DECRYPT: False,
+                                ck.CKA_UNWRAP: False, ck.CKA_SIGN_RECOVER: False},
+                               ck.CKO_PRIVATE_KEY, kt, local=True, mechanism=mech)
+        attrs.update(public_attrs_of(key.public_key()))
+        attrs.pop(ck.CKA_EC_POINT, None)
+        if slot == "next":
+            ranges = self._free_admin_ranges()
+        else:
+            n = int(slot)
+            if any(lo <= n <= hi for role in self.store.list_roles() if role["kind"] == "application"
+                   for lo, hi in role["key_ranges"]):
+                raise AdminError("key table", f"slot {n} belongs to an application partition")
+            ranges = [(n, n)]
+        space = ObjectSpace(self.store, self.device.require_ftk, self.device.cache)
+        try:
+            obj = space.create(attrs, keymat.private_der(key), factory.ADMINISTRATOR, ranges, 0)
+        except Exception as e:  # DeviceError: no FTK, slot taken
+            raise AdminError("key table", getattr(e, "text", str(e))) from None
+        self.store.set_meta(f"keyusage:{obj.ref}", usage)
+        return obj.ref
+
+    def _device_key(self, ref: str) -> tuple[int, Any]:
+        """A device key by slot number or label (the Administrator's keys only)."""
+        from fxpkcs11 import ck
+        from vhsm.objects import ObjectSpace
+
+        recs = [r for r in self.store.list_keys(factory.ADMINISTRATOR)
+                if str(r.slot) == ref or r.attrs.get(ck.CKA_LABEL) == ref]
+        if not recs:
+            raise AdminError("key table", f"no device key named or in slot {ref!r}")
+        space = ObjectSpace(self.store, self.device.require_ftk, self.device.cache)
+        obj = space.get(recs[0].slot)
+        try:
+            return obj.ref, space.load(obj)
+        except Exception as e:
+            raise AdminError("key table", getattr(e, "text", str(e))) from None
+
+    def generate_key(self, *, algo: str, bits: int | None, usage: str, name: str, slot: str) -> Outcome:
+        def act() -> Outcome:
+            self.require_dual()
+            if not name:
+                raise AdminError("key table", "a device key needs a --name")
+            if any(r.attrs.get(0x3) == name for r in self.store.list_keys(factory.ADMINISTRATOR)):
+                raise AdminError("key table", f"a device key named {name!r} exists")
+            try:
+                key = pki.new_key(algo, bits)
+            except pki.PkiError as e:
+                raise AdminError("key table", str(e)) from None
+            ref = self._store_device_key(key, name, slot, usage)
+            return Outcome(f"{algo.upper()} key pair {name} generated in slot {ref}", {"slot": ref})
+        return self.run("generate", act)
+
+    def x509_sign(self, *, private_slot: str, dn: str | None, out: str, issuer: str | None = None,
+                  csr: str | None = None, ca: bool = False, pathlen: int | None = None,
+                  key_usage: list[str] = (), eku: list[str] = (), san: list[str] = (),
+                  days: int | None = None) -> Outcome:
+        def act() -> Outcome:
+            self.require_dual()
+            _, signer = self._device_key(private_slot)
+            try:
+                issuer_cert = pki.load_certs(_read(issuer))[0] if issuer else None
+                if csr:
+                    req = pki.load_csr(_read(csr))
+                    public, subject = req.public_key(), pki.parse_dn(dn) if dn else req.subject
+                else:
+                    if issuer_cert is not None:
+                        raise AdminError("x509", "without --csr the certificate is self-signed: drop --issuer")
+                    public, subject = signer.public_key(), pki.parse_dn(dn or "CN=Vectera Plus")
+                cert = pki.sign(signer=signer, subject=subject, public_key=public, issuer=issuer_cert, ca=ca,
+                                pathlen=pathlen, key_usage=list(key_usage), eku=list(eku), san=list(san),
+                                days=days or (3650 if ca else 730))
+            except pki.PkiError as e:
+                raise AdminError("x509", str(e)) from None
+            _write(out, pki.pem(cert))
+            return Outcome(f"certificate for {cert.subject.rfc4514_string()} written to {out}")
+        return self.run("x509 sign", act)
+
+    def tls_request(self, port: str, *, file: str, algo: str = "RSA", bits: int | None = None,
+                    dn: str | None = None) -> Outcome:
+        def act() -> Outcome:
+            self.require_dual()
+            name = tls_port_name(port)
+            settings = self.tls_settings(name)
+            try:
+                key = pki.new_key(algo, bits)
+                request = pki.csr(key, pki.parse_dn(dn or f"O=Futurex\\CN=Vectera Plus {self.device.serial}"))
+            except pki.PkiError as e:
+                raise AdminError("tls-ports", str(e)) from None
+            old = settings.get("key_slot")
+            settings["key_slot"] = self._store_device_key(key, f"TLS {name} {len(self.store.list_keys())}",
+                                                          "next", "tls")
+            if old is not None:
+                self.store.delete_key(old)
+            settings.update(cert=None)
+            self._put_tls(name, settings)
+            _write(file, pki.pem(request))
+            return Outcome(f"{name}: new key pair in slot {settings['key_slot']}, CSR written to {file}")
+        return self.run("tls-ports request", act)
+
+    def tls_set(self, port: str, *, enable: bool | None = None, anon: bool | None = None,
+                pki_source: str | None = None, clear_pki: bool = False, ca: list[str] = (),
+                cert: str | None = None) -> Outcome:
+        def act() -> Outcome:
+            self.require_dual()
+            name = tls_port_name(port)
+            settings = self.tls_settings(name)
+            if clear_pki:
+                settings.update(ca=[], cert=None)
+            try:
+                if ca:
+                    settings["ca"] = [pki.pem(c).decode() for f in ca for c in pki.load_certs(_read(f))]
+                if cert:
+                    certs = pki.load_certs(_read(cert))
+                    settings["cert"] = "".join(pki.pem(c).decode() for c in certs)
+            except pki.PkiError as e:
+                raise AdminError("tls-ports", str(e)) from None
+            if pki_source is not None:
+                source = {"generated": "Generated", "futurex": "Futurex"}.get(pki_source.lower())
+                if source is None:
+                    raise AdminError("tls-ports", f"--pki-source is Generated or Futurex, not {pki_source!r}")
+                settings["pki_source"] = source
+            if enable is not None:
+                settings["enabled"] = enable
+            if anon is not None:
+                settings["anon"] = anon
+            if settings["pki_source"] == "Generated":
+                self._check_generated_pki(name, settings)
+            self._put_tls(name, settings)
+            return Outcome(f"{name}: " + ", ".join(f"{k}={v}" for k, v in describe_tls(settings).items()))
+        return self.run("tls-ports set", act)
+
+    def _check_generated_pki(self, name: str, settings: dict) -> None:
+        if settings.get("key_slot") is None:
+            raise AdminError("tls-ports", f"{name} has no key pair: run `tls-ports request` first")
+        if not settings.get("cert") or not settings.get("ca"):
+            raise AdminError("tls-ports", f"{name} needs --cert and --ca for --pki-source Generated")
+        _, key = self._device_key(str(settings["key_slot"]))
+        leaf = pki.load_certs(settings["cert"].encode())[0]
+        if not pki.same_key(leaf.public_key(), key.public_key()):
+            raise AdminError("tls-ports", "the certificate is not for the key pair `tls-ports request` made")
+        cas = [c for pem_text in settings["ca"] for c in pki.load_certs(pem_text.encode())]
+        if not any(leaf.issuer == c.subject and _signed_by(leaf, c) for c in cas):
+            raise AdminError("tls-ports", "the certificate does not chain to the given --ca")
+
+    def tls_settings(self, name: str) -> dict:
+        raw = self.store.get_meta(f"tls:{name}")
+        base = {"enabled": True, "anon": False, "pki_source": "Futurex", "key_slot": None, "ca": [], "cert": None}
+        return {**base, **(json.loads(raw) if raw else {})}
+
+    def _put_tls(self, name: str, settings: dict) -> None:
+        self.store.set_meta(f"tls:{name}", json.dumps(settings, sort_keys=True))
+
     # ------------------------------------------------------------ settings
     def record_network(self, settings: dict[str, str]) -> Outcome:
         def act() -> Outcome:
@@ -495,3 +671,43 @@ def describe_key(rec: Any) -> dict:
     return {"slot": rec.slot, "class": ck.name(cls, "CKO_") if cls is not None else "?",
             "type": ck.name(kt, "CKK_") if kt is not None else "-", "label": a.get(ck.CKA_LABEL, ""),
             "kcv": kcv, "usage": usage_letters(a), "owner": rec.owner}
+
+
+TLS_PORTS = ("Excrypt Port",)
+
+
+def tls_port_name(port: str) -> str:
+    for name in TLS_PORTS:
+        if name.lower() == port.strip().lower():
+            return name
+    raise AdminError("tls-ports", f"unknown port pair {port!r}; known: {', '.join(TLS_PORTS)}")
+
+
+def describe_tls(settings: dict) -> dict:
+    return {"enabled": settings["enabled"], "anon": settings["anon"], "pki_source": settings["pki_source"],
+            "key_slot": settings.get("key_slot"), "ca_certs": len(settings.get("ca") or []),
+            "cert": bool(settings.get("cert"))}
+
+
+def _signed_by(cert: Any, ca: Any) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception:  # wrong issuer, bad signature, unsupported key: all mean "not signed by"
+        return False
+    return True
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise AdminError("file", f"cannot read {path}: {e.strerror}") from None
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise AdminError("file", f"cannot write {path}: {e.strerror}") from None

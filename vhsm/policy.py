@@ -9,7 +9,7 @@ from typing import Protocol
 from fxpkcs11 import ck
 from vhsm.commands.catalog import CommandInfo
 from vhsm.excrypt import DeviceError
-from vhsm.factory import ALL_SLOTS, KEY_TABLE_SLOTS
+from vhsm.factory import ADMINISTRATOR, ALL_SLOTS, KEY_TABLE_SLOTS
 
 # The CKR a whitelist refusal maps to: CKR_FUNCTION_FAILED is the one failure code every
 # PKCS #11 function may return; the log line carries the command, role and fix.
@@ -57,13 +57,12 @@ def slot_ranges(role: dict) -> list[tuple[int, int]]:
     return ranges
 
 
-def may_use_slot(role: dict, slot: int) -> bool:
+def may_use(role: dict, slot: int, owner: str) -> bool:
+    """Whether a role reaches a key table slot. The device's own keys (TLS CA and port keys,
+    owned by the Administrator role) never reach an application; otherwise a key belongs to
+    the partition that made it, inside that partition's ranges, or to a role with All Slots."""
+    if owner == ADMINISTRATOR:
+        return False
     if ALL_SLOTS in role["perms"]:
         return True
-    return any(lo <= slot <= hi for lo, hi in role["key_ranges"])
-
-
-def check_slot(role: dict, slot: int) -> None:
-    if not may_use_slot(role, slot):
-        raise DeviceError(ck.CKR_OBJECT_HANDLE_INVALID,
-                          f"slot {slot} is outside the key ranges of role {role['name']!r}")
+    return owner == role["name"] and any(lo <= slot <= hi for lo, hi in role["key_ranges"])

@@ -182,9 +182,15 @@ def test_editing_attrs_in_sqlite_breaks_unwrap(dev):
 
 
 def test_editing_owner_in_sqlite_breaks_unwrap(dev):
+    """A key re-owned on disk is no longer the partition's; and for a role that reaches every
+    slot it does not unwrap, since the owner is bound into the wrapping."""
     conn = login(dev)
     ref = import_aes(conn, KEY)
     tamper(db_path(dev), ref, owner="Other")
+    for r in _fresh_use(dev.state_dir, ref):
+        assert not r.ok and r.reason in (ck.CKR_KEY_HANDLE_INVALID, ck.CKR_OBJECT_HANDLE_INVALID)
+    role = dev.store.get_role("App")
+    dev.store.put_role({**role, "perms": role["perms"] + ["Keys:All Slots"]})
     _assert_does_not_unwrap(ref, _fresh_use(dev.state_dir, ref))
 
 
@@ -198,6 +204,8 @@ def test_moving_a_key_to_another_slot_breaks_unwrap(dev):
 def test_tampered_key_on_a_running_device_with_cold_cache(dev):
     conn = login(dev)
     ref = import_aes(conn, KEY)
+    role = dev.store.get_role("App")
+    dev.store.put_role({**role, "perms": role["perms"] + ["Keys:All Slots"]})
     tamper(db_path(dev), ref, owner="Other")
     r = encrypt(conn, ref)
     assert not r.ok and r.reason == ck.CKR_DEVICE_ERROR and "does not unwrap" in r.error_text

@@ -341,6 +341,92 @@ def _keytable_delete(p: Parser) -> Callable:
     return run
 
 
+# ------------------------------------------------------------------ device keys, certificates, TLS
+
+def _bool(text: str) -> bool:
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return value
+
+
+@command("generate", "generate a device key pair into the key table (e.g. a TLS CA)")
+def _generate(p: Parser) -> Callable:
+    p.add_argument("--algo", required=True)
+    p.add_argument("--bits", type=int)
+    p.add_argument("--usage", default="")
+    p.add_argument("--name", required=True)
+    p.add_argument("--slot", default="next", help="'next' or a slot number")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        sh.say(sh.session.generate_key(algo=a.algo, bits=a.bits, usage=a.usage, name=a.name, slot=a.slot).text)
+    return run
+
+
+@command("x509 sign", "sign a certificate (self-signed, or for a CSR) with a device key")
+def _x509_sign(p: Parser) -> Callable:
+    p.add_argument("--private-slot", required=True, help="the signing key's name or slot")
+    p.add_argument("--issuer", help="the signer's certificate (PEM); omit for self-signed")
+    p.add_argument("--csr", help="the request to sign (PEM or DER)")
+    p.add_argument("--key-usage", action="append", default=[])
+    p.add_argument("--eku", action="append", default=[])
+    p.add_argument("--ca", type=_bool, default=False, metavar="true|false")
+    p.add_argument("--pathlen", type=int)
+    p.add_argument("--dn", help="subject, e.g. 'O=Futurex\\CN=Root'")
+    p.add_argument("--san", action="append", default=[], help="subject alternative name (DNS or IP)")
+    p.add_argument("--days", type=int)
+    p.add_argument("--out", required=True)
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        sh.say(sh.session.x509_sign(private_slot=a.private_slot, dn=a.dn, out=a.out, issuer=a.issuer,
+                                    csr=a.csr, ca=a.ca, pathlen=a.pathlen, key_usage=a.key_usage, eku=a.eku,
+                                    san=a.san, days=a.days).text)
+    return run
+
+
+@command("tls-ports request", "make a new key pair for a TLS port and write its CSR")
+def _tls_request(p: Parser) -> Callable:
+    p.add_argument("-p", "--pair", required=True, help='e.g. "Excrypt Port"')
+    p.add_argument("--file", required=True)
+    p.add_argument("--pki-algo", default="RSA")
+    p.add_argument("--bits", type=int)
+    p.add_argument("--dn")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        sh.say(sh.session.tls_request(a.pair, file=a.file, algo=a.pki_algo, bits=a.bits, dn=a.dn).text)
+    return run
+
+
+@command("tls-ports set", "change a TLS port: enable, anonymous clients, its PKI")
+def _tls_set(p: Parser) -> Callable:
+    p.add_argument("-p", "--pair", required=True, help='e.g. "Excrypt Port"')
+    e = p.add_mutually_exclusive_group()
+    e.add_argument("--enable", dest="enable", action="store_const", const=True)
+    e.add_argument("--disable", dest="enable", action="store_const", const=False)
+    n = p.add_mutually_exclusive_group()
+    n.add_argument("--anon", dest="anon", action="store_const", const=True)
+    n.add_argument("--no-anon", dest="anon", action="store_const", const=False)
+    p.add_argument("--pki-source", help="Generated (tls-ports request + x509 sign) or Futurex")
+    p.add_argument("--clear-pki", action="store_true")
+    p.add_argument("--ca", action="append", default=[], help="CA certificate file, repeatable")
+    p.add_argument("--cert", help="the port's certificate file")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        sh.say(sh.session.tls_set(a.pair, enable=a.enable, anon=a.anon, pki_source=a.pki_source,
+                                  clear_pki=a.clear_pki, ca=a.ca, cert=a.cert).text)
+    return run
+
+
+@command("tls-ports list", "show the TLS ports' settings")
+def _tls_list(p: Parser) -> Callable:
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        from vhsm.admin import TLS_PORTS, describe_tls
+        rows = [{"port": name, **describe_tls(sh.session.tls_settings(name))} for name in TLS_PORTS]
+        sh.show(rows, lambda d: _table(d, ["port", "enabled", "anon", "pki_source", "key_slot", "ca_certs",
+                                           "cert"]))
+    return run
+
+
 # ------------------------------------------------------------------ device settings
 
 @command("network interface modify", "set an interface's address (recorded)")

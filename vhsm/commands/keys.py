@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fxpkcs11 import ck
-from vhsm import policy
+from vhsm import factory, policy
 from vhsm.commands.catalog import load_command
 from vhsm.crypto import keys as keymat
 from vhsm.crypto import mechanisms as mechs
@@ -23,7 +23,7 @@ SECRET_KEYGEN = {ck.CKM_AES_KEY_GEN: ck.CKK_AES, ck.CKM_DES3_KEY_GEN: ck.CKK_DES
 def visible(conn: Any, role: dict, obj: P11Object) -> bool:
     if obj.attrs.get(ck.CKA_PRIVATE) and not conn.logged_in:
         return False
-    return policy.may_use_slot(role, obj.ref) if obj.is_token else True
+    return policy.may_use(role, obj.ref, obj.owner) if obj.is_token else True
 
 
 def resolve(conn: Any, role: dict, ref: Any, reason: int = ck.CKR_OBJECT_HANDLE_INVALID) -> P11Object:
@@ -176,13 +176,14 @@ def generate_pair(conn: Any, role: dict, f: dict, code: str) -> dict:
 def find(conn: Any, role: dict, f: dict) -> dict:
     crit = f.get(Tag.TEMPLATE) or {}
     label = crit.get(ck.CKA_LABEL)
-    recs = conn.device.store.find_keys(None, cls=crit.get(ck.CKA_CLASS),
+    owner = None if factory.ALL_SLOTS in role["perms"] else role["name"]
+    recs = conn.device.store.find_keys(owner, cls=crit.get(ck.CKA_CLASS),
                                        label=label if isinstance(label, str) else None,
                                        key_id=crit.get(ck.CKA_ID), key_type=crit.get(ck.CKA_KEY_TYPE))
     private_ok = conn.logged_in
     out = []
     for rec in recs:
-        if (policy.may_use_slot(role, rec.slot) and (private_ok or not rec.attrs.get(ck.CKA_PRIVATE))
+        if (policy.may_use(role, rec.slot, rec.owner) and (private_ok or not rec.attrs.get(ck.CKA_PRIVATE))
                 and rules.matches(rec.attrs, crit)):
             out.append(rec.slot)
     for obj in list(conn.objects.session_objects.values()):
