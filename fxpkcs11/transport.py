@@ -54,4 +54,4 @@ class InProcessTransport:
         raise CKRError(reply.reason, f"{code}: {text}")
 
     def close(self) -> None:
-        self.conn.reset()
+        self.device.leave(self.conn)

@@ -286,8 +286,9 @@ class AdminSession:
         self.device.load_ftk(ftk)
 
     def generate_ftk(self, *, force: bool = False, m: int | None = None, n: int | None = None,
-                     cards_dir: str | None = None, pins: list[str] = ()) -> Outcome:
-        """A random FTK; with M-of-N, also N card files of which any M rebuild it."""
+                     pins: list[str] = ()) -> Outcome:
+        """A random FTK; with M-of-N, also N card files (returned as (name, content) in
+        data["cards"]) of which any M rebuild it."""
         def act() -> Outcome:
             self.require_dual()
             self._require_passwords_changed()
@@ -296,8 +297,6 @@ class AdminSession:
             if m is not None:
                 if not 2 <= m <= n <= 9:
                     raise AdminError("major key", f"M-of-N needs 2 <= M <= N <= 9, not {m}-of-{n}")
-                if not cards_dir:
-                    raise AdminError("major key", "M-of-N fragments need a folder for the cards (--cards-dir)")
                 if len(pins) != n:
                     raise AdminError("major key", f"give one card PIN per card: {n} needed, {len(pins)} given")
                 for pin in pins:
@@ -305,30 +304,26 @@ class AdminSession:
                         raise AdminError("major key", f"a card PIN has at least {MIN_PASSWORD} characters")
             ftk = generate_ftk()
             self._install_ftk(ftk, force)
-            paths = []
+            cards = []
             if m is not None:
                 for share, pin in zip(shares.split(ftk.key_bytes(), m, n), pins):
-                    paths.append(shares.write_card(cards_dir, "ftk", ftk.kcv, m, n, share, pin))
-            note = f", {m}-of-{n} fragments on cards in {cards_dir}" if m is not None else ""
-            return Outcome(f"FTK loaded, KCV {ftk.kcv}{note}", {"kcv": ftk.kcv, "cards": paths})
+                    cards.append((shares.card_name("ftk", share[0]), shares.make_card("ftk", ftk.kcv, m, n, share, pin)))
+            note = f", {m}-of-{n} fragments on {n} cards" if m is not None else ""
+            return Outcome(f"FTK loaded, KCV {ftk.kcv}{note}", {"kcv": ftk.kcv, "cards": cards})
         return self.run("majorkey random", act)
 
-    def recombine_ftk(self, cards_dir: str, pins: list[str], *, force: bool = False) -> Outcome:
-        """Rebuild the FTK from M of its cards: the cards in the folder in card order, one
-        PIN each, as many as PINs are given."""
+    def recombine_ftk(self, cards: list[tuple[str, bytes]], pins: list[str], *, force: bool = False) -> Outcome:
+        """Rebuild the FTK from M of its cards: the cards in order, one PIN each, as many
+        cards as PINs are given."""
         def act() -> Outcome:
             self.require_dual()
             self._require_passwords_changed()
-            try:
-                names = sorted(f for f in os.listdir(cards_dir) if f.startswith("ftk-card-"))
-            except OSError as e:
-                raise AdminError("major key", f"cannot read the card folder {cards_dir}: {e.strerror}") from None
-            if not names:
-                raise AdminError("major key", f"no FTK cards in {cards_dir}")
+            if not cards:
+                raise AdminError("major key", "no FTK cards were inserted")
             got, header = [], None
-            for name, pin in zip(names, pins):
+            for (name, data), pin in zip(cards, pins):
                 try:
-                    h, share = shares.read_card(os.path.join(cards_dir, name), pin)
+                    h, share = shares.open_card(data, pin, name)
                 except shares.ShareError as e:
                     raise AdminError("major key", str(e)) from None
                 if header is not None and (h["kcv"], h["m"], h["n"]) != (header["kcv"], header["m"], header["n"]):
@@ -529,17 +524,17 @@ class AdminSession:
             return Outcome(f"{algo.upper()} key pair {name} generated in slot {ref}", {"slot": ref})
         return self.run("generate", act)
 
-    def x509_sign(self, *, private_slot: str, dn: str | None, out: str, issuer: str | None = None,
-                  csr: str | None = None, ca: bool = False, pathlen: int | None = None,
+    def x509_sign(self, *, private_slot: str, dn: str | None, issuer: bytes | None = None,
+                  csr: bytes | None = None, ca: bool = False, pathlen: int | None = None,
                   key_usage: list[str] = (), eku: list[str] = (), san: list[str] = (),
                   days: int | None = None) -> Outcome:
         def act() -> Outcome:
             self.require_dual()
             _, signer = self._device_key(private_slot)
             try:
-                issuer_cert = pki.load_certs(_read(issuer))[0] if issuer else None
+                issuer_cert = pki.load_certs(issuer)[0] if issuer else None
                 if csr:
-                    req = pki.load_csr(_read(csr))
+                    req = pki.load_csr(csr)
                     public, subject = req.public_key(), pki.parse_dn(dn) if dn else req.subject
                 else:
                     if issuer_cert is not None:
@@ -550,11 +545,10 @@ class AdminSession:
                                 days=days or (3650 if ca else 730))
             except pki.PkiError as e:
                 raise AdminError("x509", str(e)) from None
-            _write(out, pki.pem(cert))
-            return Outcome(f"certificate for {cert.subject.rfc4514_string()} written to {out}")
+            return Outcome(f"certificate for {cert.subject.rfc4514_string()} signed", {"pem": pki.pem(cert)})
         return self.run("x509 sign", act)
 
-    def tls_request(self, port: str, *, file: str, algo: str = "RSA", bits: int | None = None,
+    def tls_request(self, port: str, *, algo: str = "RSA", bits: int | None = None,
                     dn: str | None = None) -> Outcome:
         def act() -> Outcome:
             self.require_dual()
@@ -572,13 +566,12 @@ class AdminSession:
                 self.store.delete_key(old)
             settings.update(cert=None)
             self._put_tls(name, settings)
-            _write(file, pki.pem(request))
-            return Outcome(f"{name}: new key pair in slot {settings['key_slot']}, CSR written to {file}")
+            return Outcome(f"{name}: new key pair in slot {settings['key_slot']}", {"pem": pki.pem(request)})
         return self.run("tls-ports request", act)
 
     def tls_set(self, port: str, *, enable: bool | None = None, anon: bool | None = None,
-                pki_source: str | None = None, clear_pki: bool = False, ca: list[str] = (),
-                cert: str | None = None) -> Outcome:
+                pki_source: str | None = None, clear_pki: bool = False, ca: list[bytes] = (),
+                cert: bytes | None = None) -> Outcome:
         def act() -> Outcome:
             self.require_dual()
             name = tls_port_name(port)
@@ -587,9 +580,9 @@ class AdminSession:
                 settings.update(ca=[], cert=None)
             try:
                 if ca:
-                    settings["ca"] = [pki.pem(c).decode() for f in ca for c in pki.load_certs(_read(f))]
+                    settings["ca"] = [pki.pem(c).decode() for data in ca for c in pki.load_certs(data)]
                 if cert:
-                    certs = pki.load_certs(_read(cert))
+                    certs = pki.load_certs(cert)
                     settings["cert"] = "".join(pki.pem(c).decode() for c in certs)
             except pki.PkiError as e:
                 raise AdminError("tls-ports", str(e)) from None
@@ -695,19 +688,3 @@ def _signed_by(cert: Any, ca: Any) -> bool:
     except Exception:  # wrong issuer, bad signature, unsupported key: all mean "not signed by"
         return False
     return True
-
-
-def _read(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise AdminError("file", f"cannot read {path}: {e.strerror}") from None
-
-
-def _write(path: str, data: bytes) -> None:
-    try:
-        with open(path, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        raise AdminError("file", f"cannot write {path}: {e.strerror}") from None

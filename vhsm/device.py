@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import threading
 from typing import Any
 
@@ -35,6 +36,8 @@ class VirtualHSM:
         self._contexts = itertools.count(1)
         self._local = threading.local()
         self._learned: set[tuple[str, str, str]] = set()
+        self._apps: dict[str, Connection] = {}
+        self._apps_lock = threading.Lock()
 
     # ------------------------------------------------------------ FTK
     def _ftk_file_stamp(self) -> tuple[int, int] | None:
@@ -87,7 +90,30 @@ class VirtualHSM:
 
     # ------------------------------------------------------------ connections
     def connect(self) -> "Connection":
-        return Connection(self)
+        """A new application: its own login state and session objects."""
+        conn = Connection(self)
+        with self._apps_lock:
+            self._apps[conn.app_id] = conn
+            conn.links = 1
+        return conn
+
+    def join(self, app_id: str) -> "Connection | None":
+        """Another link (network connection) to an existing application."""
+        with self._apps_lock:
+            conn = self._apps.get(app_id)
+            if conn is not None:
+                conn.links += 1
+            return conn
+
+    def leave(self, conn: "Connection") -> None:
+        """A link dropped; the last one ends the application, its login and session objects."""
+        with self._apps_lock:
+            conn.links -= 1
+            if conn.links > 0:
+                return
+            self._apps.pop(conn.app_id, None)
+        conn.identity, conn.role_name = None, factory.TRANSACTION_PROCESSING
+        conn.reset()
 
     def next_context_id(self) -> int:
         return next(self._contexts)
@@ -127,10 +153,13 @@ class VirtualHSM:
 
 
 class Connection:
-    """One client of the device (a provider token, or a network connection)."""
+    """One client application of the device: a provider token in process, or the network
+    links of one library instance (they share its login and session objects)."""
 
     def __init__(self, device: VirtualHSM) -> None:
         self.device = device
+        self.app_id = secrets.token_hex(16)
+        self.links = 0
         self.role_name = factory.TRANSACTION_PROCESSING
         self.identity: str | None = None
         self.objects = ObjectSpace(device.store, device.require_ftk, device.cache)

@@ -101,6 +101,11 @@ class Tag:
     FTK_KCV = "FV"
     LOGGED_IN = "LI"
     IDENTITY_EXISTS = "IE"
+    APPLICATION = "AI"
+    ADMIN_METHOD = "MT"
+    ADMIN_ARGS = "AA"
+    ADMIN_RESULT = "AR"
+    ADMIN_RULE = "AL"
 
 
 class Phase:

@@ -97,39 +97,61 @@ def _pin_key(pin: str, salt: bytes) -> bytes:
     return hashlib.scrypt(pin.encode(), salt=salt, n=KDF_N, r=KDF_R, p=KDF_P, dklen=32, maxmem=64 * 1024 * 1024)
 
 
-def card_path(folder: str, key: str, index: int) -> str:
-    return os.path.join(folder, f"{key}-card-{index}.json")
+def card_name(key: str, index: int) -> str:
+    return f"{key}-card-{index}.json"
 
 
-def write_card(folder: str, key: str, kcv: str, m: int, n: int, share: tuple[int, bytes], pin: str) -> str:
+def make_card(key: str, kcv: str, m: int, n: int, share: tuple[int, bytes], pin: str) -> bytes:
+    """One card's file content: the share encrypted under a key derived from its PIN, with
+    the header (which key, its KCV, M, N, the card's index) as associated data."""
     x, y = share
     salt, nonce = os.urandom(16), os.urandom(12)
     header = {"format": CARD_FORMAT, "key": key, "kcv": kcv, "m": m, "n": n, "index": x}
     aad = json.dumps(header, sort_keys=True).encode()
     body = AESGCM(_pin_key(pin, salt)).encrypt(nonce, y, aad)
-    path = card_path(folder, key, x)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({**header, "salt": salt.hex(), "nonce": nonce.hex(), "share": body.hex()}, f, indent=1)
-    return path
+    return json.dumps({**header, "salt": salt.hex(), "nonce": nonce.hex(), "share": body.hex()}, indent=1).encode()
 
 
-def read_card(path: str, pin: str) -> tuple[dict, tuple[int, bytes]]:
+def open_card(data: bytes, pin: str, name: str = "card") -> tuple[dict, tuple[int, bytes]]:
     try:
-        with open(path) as f:
-            data = json.load(f)
-        header = {k: data[k] for k in ("format", "key", "kcv", "m", "n", "index")}
-        salt, nonce, body = (bytes.fromhex(data[k]) for k in ("salt", "nonce", "share"))
-    except FileNotFoundError:
-        raise ShareError(f"{path}: no such card file") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ShareError(f"{path}: not a readable card file ({e})") from None
+        doc = json.loads(data)
+        header = {k: doc[k] for k in ("format", "key", "kcv", "m", "n", "index")}
+        salt, nonce, body = (bytes.fromhex(doc[k]) for k in ("salt", "nonce", "share"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ShareError(f"{name}: not a readable card file ({e})") from None
     if header["format"] != CARD_FORMAT:
-        raise ShareError(f"{path}: unknown card format {header['format']!r}")
+        raise ShareError(f"{name}: unknown card format {header['format']!r}")
     aad = json.dumps(header, sort_keys=True).encode()
     try:
         y = AESGCM(_pin_key(pin, salt)).decrypt(nonce, body, aad)
     except (InvalidTag, ValueError):
-        raise ShareError(f"{path}: wrong PIN, or the card file is damaged") from None
+        raise ShareError(f"{name}: wrong PIN, or the card file is damaged") from None
     return header, (header["index"], y)
+
+
+def write_cards(folder: str, cards: list[tuple[str, bytes]]) -> list[str]:
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    paths = []
+    for name, data in cards:
+        path = os.path.join(folder, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        paths.append(path)
+    return paths
+
+
+def read_cards(folder: str, key: str) -> list[tuple[str, bytes]]:
+    """The card files of one key in a folder, in card order."""
+    try:
+        names = sorted(f for f in os.listdir(folder) if f.startswith(f"{key}-card-"))
+    except OSError as e:
+        raise ShareError(f"cannot read the card folder {folder}: {e.strerror}") from None
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                out.append((name, f.read()))
+        except OSError as e:
+            raise ShareError(f"{name}: {e.strerror}") from None
+    return out

@@ -9,6 +9,7 @@ import argparse
 from typing import Callable
 
 from vhsm import factory
+from vhsm.cli import local_files
 from vhsm.cli.shell import Command, Parser, Shell, UsageError
 from vhsm.commands.catalog import COMMANDS as EXCRYPT_COMMANDS
 
@@ -120,8 +121,11 @@ def _majorkey_random(p: Parser) -> Callable:
         folder, pins = (None, [])
         if a.m is not None or a.n is not None:
             folder, pins = _cards(sh, a, a.n or 0)
-        sh.say(sh.session.generate_ftk(force=_confirm_force(sh, a), m=a.m, n=a.n, cards_dir=folder,
-                                       pins=pins).text)
+        out = sh.session.generate_ftk(force=_confirm_force(sh, a), m=a.m, n=a.n, pins=pins)
+        sh.say(out.text)
+        if out.data["cards"]:
+            for path in local_files.write_cards(folder, out.data["cards"]):
+                sh.say(f"card written: {path}")
     return run
 
 
@@ -139,7 +143,8 @@ def _majorkey_recombine(p: Parser) -> Callable:
         if not pins:
             count = int(sh.ask("How many cards will you insert? ") or "0")
             pins = [sh.ask(f"PIN for card {i + 1}: ", secret=True) for i in range(count)]
-        sh.say(sh.session.recombine_ftk(folder, pins, force=_confirm_force(sh, a)).text)
+        cards = local_files.read_cards(folder, a.key)
+        sh.say(sh.session.recombine_ftk(cards, pins, force=_confirm_force(sh, a)).text)
     return run
 
 
@@ -378,9 +383,12 @@ def _x509_sign(p: Parser) -> Callable:
     p.add_argument("--out", required=True)
 
     def run(sh: Shell, a: argparse.Namespace) -> None:
-        sh.say(sh.session.x509_sign(private_slot=a.private_slot, dn=a.dn, out=a.out, issuer=a.issuer,
-                                    csr=a.csr, ca=a.ca, pathlen=a.pathlen, key_usage=a.key_usage, eku=a.eku,
-                                    san=a.san, days=a.days).text)
+        issuer = local_files.read(a.issuer) if a.issuer else None
+        csr = local_files.read(a.csr) if a.csr else None
+        out = sh.session.x509_sign(private_slot=a.private_slot, dn=a.dn, issuer=issuer, csr=csr, ca=a.ca,
+                                   pathlen=a.pathlen, key_usage=a.key_usage, eku=a.eku, san=a.san, days=a.days)
+        local_files.write(a.out, out.data["pem"])
+        sh.say(f"{out.text}, written to {a.out}")
     return run
 
 
@@ -393,7 +401,9 @@ def _tls_request(p: Parser) -> Callable:
     p.add_argument("--dn")
 
     def run(sh: Shell, a: argparse.Namespace) -> None:
-        sh.say(sh.session.tls_request(a.pair, file=a.file, algo=a.pki_algo, bits=a.bits, dn=a.dn).text)
+        out = sh.session.tls_request(a.pair, algo=a.pki_algo, bits=a.bits, dn=a.dn)
+        local_files.write(a.file, out.data["pem"])
+        sh.say(f"{out.text}, CSR written to {a.file}")
     return run
 
 
@@ -412,8 +422,10 @@ def _tls_set(p: Parser) -> Callable:
     p.add_argument("--cert", help="the port's certificate file")
 
     def run(sh: Shell, a: argparse.Namespace) -> None:
+        ca = [local_files.read(f) for f in a.ca]
+        cert = local_files.read(a.cert) if a.cert else None
         sh.say(sh.session.tls_set(a.pair, enable=a.enable, anon=a.anon, pki_source=a.pki_source,
-                                  clear_pki=a.clear_pki, ca=a.ca, cert=a.cert).text)
+                                  clear_pki=a.clear_pki, ca=ca, cert=cert).text)
     return run
 
 

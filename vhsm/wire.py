@@ -1,0 +1,212 @@
+"""Excrypt framing: `[AOCODE;TAGvalue;...;]`.
+
+The command comes first; every field is a two-letter tag, its value and `;`; there is no
+length prefix (a reader reads to `]`). Values never contain `; [ ] < >`: binary and
+structured values travel hex-encoded. Each tag has one kind, in one table, so a frame
+decodes to exactly the command object the in-process transport passes.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from vhsm import attrcodec
+from vhsm.excrypt import (STATUS_FAIL, STATUS_OK, TAG_COMMAND, TAG_ERROR_TEXT, TAG_REASON, TAG_STATUS, Command,
+                          Reply, Tag)
+
+MAX_MESSAGE = 4 * 1024 * 1024  # bytes between [ and ]
+FORBIDDEN = set(";[]<>")
+
+# tag -> kind. text: as is; utext: UTF-8 hex; int: decimal; bool: Y/N; hex: bytes;
+# ints: comma-separated decimals; attrs: attribute template (attrcodec) in hex;
+# json: any JSON-able value (bytes tagged) in hex.
+KINDS: dict[str, str] = {
+    TAG_STATUS: "text", TAG_ERROR_TEXT: "text", TAG_REASON: "int",
+    Tag.ECHO_DATA: "text", Tag.FIRMWARE: "text", Tag.SERIAL: "text", Tag.SESSION: "int",
+    Tag.READ_WRITE: "bool", Tag.OBJECT: "int", Tag.TEMPLATE: "attrs", Tag.PUBLIC_TEMPLATE: "attrs",
+    Tag.PRIVATE_TEMPLATE: "attrs", Tag.MECHANISM: "int", Tag.MECH_PARAM: "json", Tag.DATA: "hex",
+    Tag.RESULT: "hex", Tag.SIGNATURE: "hex", Tag.ATTR_TYPES: "ints", Tag.ATTR_VALUES: "json",
+    Tag.USER: "utext", Tag.PASSWORD: "utext", Tag.USER_TYPE: "int", Tag.CONTEXT: "int", Tag.PHASE: "text",
+    Tag.LENGTH: "int", Tag.OBJECTS: "ints", Tag.PUBLIC_OBJECT: "int", Tag.PRIVATE_OBJECT: "int",
+    Tag.WRAPPED: "hex", Tag.WRAPPING_KEY: "int", Tag.ROLE: "utext", Tag.TIME: "text", Tag.MIN_PIN: "int",
+    Tag.MAX_PIN: "int", Tag.FTK_KCV: "text", Tag.LOGGED_IN: "utext", Tag.IDENTITY_EXISTS: "bool",
+    Tag.APPLICATION: "text", Tag.ADMIN_METHOD: "text", Tag.ADMIN_ARGS: "json", Tag.ADMIN_RESULT: "json",
+    Tag.ADMIN_RULE: "utext",
+}
+
+
+class WireError(ValueError):
+    """A malformed frame: what is wrong, for the error reply and the log."""
+
+
+# ------------------------------------------------------------------ values
+
+def _to_json(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray)):
+        return {"$b": bytes(v).hex()}
+    if isinstance(v, dict):
+        return {"$d": [[_to_json(k), _to_json(x)] for k, x in v.items()]}
+    if isinstance(v, (list, tuple)):
+        return [_to_json(x) for x in v]
+    return v
+
+
+def _from_json(v: Any) -> Any:
+    if isinstance(v, dict):
+        if "$b" in v:
+            return bytes.fromhex(v["$b"])
+        if "$d" in v:
+            return {_from_json(k): _from_json(x) for k, x in v["$d"]}
+        raise ValueError("unknown object")
+    if isinstance(v, list):
+        return [_from_json(x) for x in v]
+    return v
+
+
+def encode_value(tag: str, v: Any) -> str:
+    kind = KINDS.get(tag)
+    if kind is None:
+        raise WireError(f"no wire encoding for tag {tag}")
+    if kind == "text":
+        text = str(v)
+        return "".join("?" if c in FORBIDDEN else c for c in text)
+    if kind == "utext":
+        return str(v).encode("utf-8").hex()
+    if kind == "int":
+        return str(int(v))
+    if kind == "bool":
+        return "Y" if v else "N"
+    if kind == "hex":
+        return bytes(v).hex()
+    if kind == "ints":
+        return ",".join(str(int(x)) for x in v)
+    if kind == "attrs":
+        return attrcodec.encode_attrs(v or {}).hex()
+    return json.dumps(_to_json(v), separators=(",", ":")).encode().hex()
+
+
+def decode_value(tag: str, text: str) -> Any:
+    kind = KINDS.get(tag)
+    if kind is None:
+        raise WireError(f"unknown tag {tag!r}")
+    try:
+        if kind == "text":
+            return text
+        if kind == "utext":
+            return bytes.fromhex(text).decode("utf-8")
+        if kind == "int":
+            if not text.lstrip("-").isdigit():
+                raise ValueError("not a decimal number")
+            return int(text)
+        if kind == "bool":
+            if text not in ("Y", "N"):
+                raise ValueError("not Y or N")
+            return text == "Y"
+        if kind == "hex":
+            return bytes.fromhex(text)
+        if kind == "ints":
+            return [int(x) for x in text.split(",")] if text else []
+        if kind == "attrs":
+            return attrcodec.decode_attrs(bytes.fromhex(text))
+        return _from_json(json.loads(bytes.fromhex(text).decode("utf-8")))
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise WireError(f"bad value for tag {tag}: {e}") from None
+
+
+# ------------------------------------------------------------------ frames
+
+def _frame(code: str, fields: dict[str, Any], head: list[str]) -> bytes:
+    parts = [f"{TAG_COMMAND}{code}"] + head
+    for tag, v in fields.items():
+        if v is None:
+            continue
+        parts.append(tag + encode_value(tag, v))
+    return ("[" + ";".join(parts) + ";]").encode("ascii")
+
+
+def encode_command(cmd: Command) -> bytes:
+    return _frame(cmd.code, cmd.fields, [])
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return _frame(reply.code, reply.fields, [f"{TAG_STATUS}{reply.status}"])
+
+
+def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
+    if len(body) > MAX_MESSAGE:
+        raise WireError(f"message longer than {MAX_MESSAGE} bytes")
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError("message is not ASCII") from None
+    if not text.startswith("[") or not text.endswith("]"):
+        raise WireError("a message is [ fields ]")
+    inner = text[1:-1]
+    if any(c in "[]<>" for c in inner):
+        raise WireError("a value contains [ ] < or >")
+    raw = [f for f in inner.split(";")]
+    if raw and raw[-1] == "":
+        raw.pop()
+    if not raw or not raw[0].startswith(TAG_COMMAND) or len(raw[0]) < 3:
+        raise WireError("the first field must be AO with the command")
+    code = raw[0][2:]
+    if not code.isalnum() or len(code) > 8:
+        raise WireError(f"bad command code {code!r}")
+    fields: dict[str, Any] = {}
+    for f in raw[1:]:
+        if len(f) < 2 or not f[:2].isalpha() or not f[:2].isupper():
+            raise WireError(f"bad field {f[:10]!r}: a field is a two-letter tag and its value")
+        tag = f[:2]
+        if tag in fields:
+            raise WireError(f"tag {tag} appears twice")
+        fields[tag] = decode_value(tag, f[2:])
+    return code, fields
+
+
+def decode_command(body: bytes) -> Command:
+    code, fields = _fields(body)
+    return Command(code, fields)
+
+
+def decode_reply(body: bytes) -> Reply:
+    code, fields = _fields(body)
+    status = fields.pop(TAG_STATUS, None)
+    if status not in (STATUS_OK, STATUS_FAIL):
+        raise WireError("a reply carries AN Y or AN N")
+    return Reply(code, status, fields)
+
+
+class FrameReader:
+    """Splits a byte stream into frames; blanks between frames (a person typing) are skipped."""
+
+    def __init__(self, limit: int = MAX_MESSAGE) -> None:
+        self.buf = bytearray()
+        self.limit = limit
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+
+    def next_frame(self) -> bytes | None:
+        """The next whole frame, or None when more bytes are needed. Raises WireError on
+        garbage before a frame or a frame over the size limit."""
+        buf = self.buf
+        i = 0
+        while i < len(buf) and buf[i] in b" \t\r\n":
+            i += 1
+        if i:
+            del buf[:i]
+        if not buf:
+            return None
+        if buf[0] != ord("["):
+            bad = bytes(buf[:16])
+            buf.clear()
+            raise WireError(f"garbage before a frame: {bad!r}")
+        end = buf.find(b"]")
+        if end < 0:
+            if len(buf) > self.limit:
+                buf.clear()
+                raise WireError(f"message longer than {self.limit} bytes")
+            return None
+        frame = bytes(buf[:end + 1])
+        del buf[:end + 1]
+        return frame
