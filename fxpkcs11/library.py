@@ -45,8 +45,8 @@ class Token:
         if self.hsm.embedded:
             from fxpkcs11.transport import InProcessTransport
             return InProcessTransport(self.hsm.vhsm_state)
-        raise CKRError(ck.CKR_DEVICE_ERROR,
-                       f"slot {self.slot_id}: network HSMs (<ADDRESS>) are not supported by this build")
+        from fxpkcs11.network import NetworkTransport
+        return NetworkTransport(self.hsm)
 
     def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
         return self.transport.call(code, fields)
@@ -67,12 +67,12 @@ class Token:
 
     def login(self, pin: bytes) -> None:
         name, password = self.identity_and_password(pin)
-        self.call("LOGI", {Tag.USER: name, Tag.PASSWORD: password})
+        self.transport.login(name, password)
         self.user = ck.CKU_USER
 
     def logout(self) -> None:
         self.user = None
-        self.call("LOGO", {})
+        self.transport.logout()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -85,14 +85,15 @@ class Token:
 
 
 class Session:
-    __slots__ = ("handle", "token", "rw", "ops", "find")
+    __slots__ = ("handle", "token", "rw", "ops", "find", "channel")
 
-    def __init__(self, handle: int, token: Token, rw: bool) -> None:
+    def __init__(self, handle: int, token: Token, rw: bool, channel: Any) -> None:
         self.handle = handle
         self.token = token
         self.rw = rw
         self.ops: dict[str, Operation] = {}
         self.find: list[int] | None = None
+        self.channel = channel  # where this session's commands go (its own link on a network HSM)
 
     @property
     def state(self) -> int:
@@ -102,7 +103,7 @@ class Session:
         return ck.CKS_RO_USER_FUNCTIONS if user else ck.CKS_RO_PUBLIC_SESSION
 
     def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return self.token.transport.call(code, fields)
+        return self.channel.call(code, fields)
 
     def begin(self, kind: str, op: Operation) -> None:
         if kind in self.ops:
@@ -147,8 +148,13 @@ class Library:
 
     def open_session(self, token: Token, rw: bool) -> Session:
         handle = next(self._handles)
-        token.call("SESO", {Tag.SESSION: handle})
-        s = Session(handle, token, rw)
+        channel = token.transport.channel()
+        try:
+            channel.call("SESO", {Tag.SESSION: handle})
+        except CKRError:
+            token.transport.release(channel)
+            raise
+        s = Session(handle, token, rw, channel)
         with self._lock:
             self.sessions[handle] = s
             token.sessions.add(handle)
@@ -166,18 +172,36 @@ class Library:
             s.token.sessions.discard(s.handle)
             last = not s.token.sessions
         s.ops.clear()
-        s.token.call("SESC", {Tag.SESSION: s.handle})
+        try:
+            s.call("SESC", {Tag.SESSION: s.handle})
+        except CKRError as e:
+            # The session is gone on this side whatever happened to its link.
+            log.info("session %d closed locally: %s", s.handle, e.text)
+        finally:
+            s.token.transport.release(s.channel)
         if last and s.token.user is not None:
-            s.token.logout()
+            try:
+                s.token.logout()
+            except CKRError as e:
+                log.info("logout after the last session: %s", e.text)
 
     def close_all(self, token: Token) -> None:
         with self._lock:
-            for h in list(token.sessions):
-                self.sessions.pop(h, None)
+            sessions = [self.sessions.pop(h) for h in list(token.sessions) if h in self.sessions]
             token.sessions.clear()
-        token.call("SESC", {Tag.SESSION: 0})
+        for s in sessions:
+            s.ops.clear()
+            try:
+                s.call("SESC", {Tag.SESSION: s.handle})
+            except CKRError as e:
+                log.info("session %d closed locally: %s", s.handle, e.text)
+            finally:
+                token.transport.release(s.channel)
         if token.user is not None:
-            token.logout()
+            try:
+                token.logout()
+            except CKRError as e:
+                log.info("logout: %s", e.text)
 
     def finalize(self) -> None:
         for t in self.tokens.values():

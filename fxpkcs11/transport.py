@@ -9,7 +9,7 @@ from fxpkcs11 import ck
 from fxpkcs11.errors import CKRError
 from fxpkcs11.log import log, trace
 import fxpkcs11.log as logmod
-from vhsm.excrypt import Command, DeviceError
+from vhsm.excrypt import Command, DeviceError, Tag
 
 _devices: dict[str, Any] = {}
 _devices_lock = threading.Lock()
@@ -35,23 +35,41 @@ def forget_devices() -> None:
         _devices.clear()
 
 
+def check_reply(code: str, reply: Any) -> dict[str, Any]:
+    """A reply's fields, or its failure as a CKRError (logged)."""
+    if logmod.tracing:
+        trace("excrypt %s -> %s", code, reply.status if reply.ok else f"{reply.status} {reply.error_text}")
+    if reply.ok:
+        return reply.fields
+    text = reply.error_text
+    if reply.reason in (ck.CKR_FUNCTION_FAILED, ck.CKR_DEVICE_ERROR, ck.CKR_DEVICE_MEMORY):
+        log.error("%s: %s", code, text)
+    else:
+        log.info("%s: %s", code, text)
+    raise CKRError(reply.reason, f"{code}: {text}")
+
+
 class InProcessTransport:
+    """The embedded device: one application per token, every session on it."""
+
     def __init__(self, state_dir: str) -> None:
         self.device = embedded_device(state_dir)
         self.conn = self.device.connect()
 
     def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
-        reply = self.conn.execute(Command(code, fields))
-        if logmod.tracing:
-            trace("excrypt %s -> %s", code, reply.status if reply.ok else f"{reply.status} {reply.error_text}")
-        if reply.ok:
-            return reply.fields
-        text = reply.error_text
-        if reply.reason in (ck.CKR_FUNCTION_FAILED, ck.CKR_DEVICE_ERROR, ck.CKR_DEVICE_MEMORY):
-            log.error("%s: %s", code, text)
-        else:
-            log.info("%s: %s", code, text)
-        raise CKRError(reply.reason, f"{code}: {text}")
+        return check_reply(code, self.conn.execute(Command(code, fields)))
+
+    def channel(self) -> "InProcessTransport":
+        return self
+
+    def release(self, channel: Any) -> None:
+        pass
+
+    def login(self, name: str, password: str) -> None:
+        self.call("LOGI", {Tag.USER: name, Tag.PASSWORD: password})
+
+    def logout(self) -> None:
+        self.call("LOGO", {})
 
     def close(self) -> None:
         self.device.leave(self.conn)

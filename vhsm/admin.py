@@ -82,6 +82,9 @@ class AdminSession:
         self.logged_in: list[str] = []
         self.source = audit_source
 
+    def close(self) -> None:
+        self.device.close()
+
     # ------------------------------------------------------------ audit and rules
     def _audit(self, command: str, result: str, text: str = "") -> None:
         who = ",".join(self.logged_in) or "-"
@@ -369,6 +372,10 @@ class AdminSession:
             return Outcome(f"{shown}; FTK loaded, KCV {ftk.kcv}", {"kcv": ftk.kcv, "components": kcvs})
         return self.run("majorkey load", act)
 
+    def device_info(self) -> dict:
+        return {"serial": self.device.serial, "firmware": self.store.get_meta("firmware"),
+                "state": self.device.state_dir}
+
     def ftk_status(self) -> dict:
         ftk = self.device.ftk()
         return {"FTK": {"loaded": ftk is not None, "kcv": ftk.kcv if ftk else None}}
@@ -614,6 +621,37 @@ class AdminSession:
         if not any(leaf.issuer == c.subject and _signed_by(leaf, c) for c in cas):
             raise AdminError("tls-ports", "the certificate does not chain to the given --ca")
 
+    def tls_export(self, port: str) -> Outcome:
+        """The CA certificates a client must trust (<PROD-TLS-CA>) for a port."""
+        from vhsm.tlsports import futurex_pki
+        name = tls_port_name(port)
+        settings = self.tls_settings(name)
+        cas = settings["ca"] if settings["pki_source"] == "Generated" else [futurex_pki(self.device)["ca"]]
+        return Outcome(f"{name}: {len(cas)} CA certificate(s)", {"pem": "".join(cas).encode()})
+
+    def tls_client_cert(self, port: str, *, csr: bytes, dn: str | None = None, days: int = 730) -> Outcome:
+        """Sign a client's CSR with the port's device-made ("Futurex") CA."""
+        def act() -> Outcome:
+            from cryptography.hazmat.primitives import serialization
+            from vhsm.tlsports import futurex_pki
+            self.require_dual()
+            name = tls_port_name(port)
+            if self.tls_settings(name)["pki_source"] != "Futurex":
+                raise AdminError("tls-ports", f"{name} uses a Generated PKI: sign clients with `x509 sign`")
+            doc = futurex_pki(self.device)
+            ca = pki.load_certs(doc["ca"].encode())[0]
+            signer = serialization.load_pem_private_key(doc["ca_key"].encode(), None)
+            try:
+                req = pki.load_csr(csr)
+                cert = pki.sign(signer=signer, subject=pki.parse_dn(dn) if dn else req.subject,
+                                public_key=req.public_key(), issuer=ca, key_usage=["DigitalSignature"],
+                                eku=["Client"], days=days)
+            except pki.PkiError as e:
+                raise AdminError("tls-ports", str(e)) from None
+            return Outcome(f"{name}: client certificate for {cert.subject.rfc4514_string()} signed",
+                           {"pem": pki.pem(cert)})
+        return self.run("tls-ports client-cert", act)
+
     def tls_settings(self, name: str) -> dict:
         raw = self.store.get_meta(f"tls:{name}")
         base = {"enabled": True, "anon": False, "pki_source": "Futurex", "key_slot": None, "ca": [], "cert": None}
@@ -688,3 +726,13 @@ def _signed_by(cert: Any, ca: Any) -> bool:
     except Exception:  # wrong issuer, bad signature, unsupported key: all mean "not signed by"
         return False
     return True
+
+
+# The operations the management port accepts (`connect tcp`); everything else stays local.
+REMOTE_METHODS = frozenset({
+    "login", "logout", "change_password", "add_identity", "delete_identity", "list_identities", "add_role",
+    "modify_role", "delete_role", "list_roles", "get_role", "generate_ftk", "recombine_ftk",
+    "load_ftk_components", "ftk_status", "learn_start", "learn_stop", "audit", "verify_audit", "key_table",
+    "delete_key", "generate_key", "x509_sign", "tls_request", "tls_set", "tls_settings", "tls_export",
+    "tls_client_cert", "record_network", "device_info",
+})

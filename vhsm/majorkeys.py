@@ -239,3 +239,27 @@ class SecureMemory:
                 return MajorKey(device.unwrap(blob, b"FTK"))
             except (WrapError, ValueError) as exc:
                 raise WrapError(f"FTK file {self.ftk_path} is corrupt: {exc}") from None
+
+    def store_blob(self, name: str, data: bytes) -> None:
+        """Another secret the device keeps in secure memory (its factory TLS keys)."""
+        with self._lock:
+            self._ensure_dir()
+            device = self._device_key(create=True)
+            assert device is not None
+            _write_private(os.path.join(self.dir, name + ".bin"), device.wrap(data, name.encode()))
+
+    def load_blob(self, name: str) -> bytes | None:
+        path = os.path.join(self.dir, name + ".bin")
+        with self._lock:
+            try:
+                with open(path, "rb") as fh:
+                    blob = fh.read()
+            except FileNotFoundError:
+                return None
+            device = self._device_key(create=False)
+            if device is None:
+                raise WrapError(f"{path} exists but device key {self.device_key_path} is missing")
+            try:
+                return device.unwrap(blob, name.encode())
+            except WrapError as exc:
+                raise WrapError(f"{path} is corrupt: {exc}") from None

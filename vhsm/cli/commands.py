@@ -39,16 +39,34 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 @command("connect usb", "attach to the local device (the state directory)")
 def _connect_usb(p: Parser) -> Callable:
     def run(sh: Shell, a: argparse.Namespace) -> None:
-        dev = sh.connect().device
-        sh.say(f"connected to {dev.serial} at {dev.state_dir}")
+        info = sh.connect().device_info()
+        sh.say(f"connected to {info['serial']} at {info['state']}")
+    return run
+
+
+@command("connect tcp", "attach to a running `vhsm serve` through its management port", needs_device=False)
+def _connect_tcp(p: Parser) -> Callable:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9101)
+    p.add_argument("--ca", action="append", default=[], help="CA certificate(s) the server is checked against")
+    p.add_argument("--cert", help="client certificate (PEM)")
+    p.add_argument("--key", help="client key: PEM, encrypted PKCS #8, or PKCS #12")
+    p.add_argument("--key-pass")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        from vhsm.cli.remote import RemoteAdminSession
+        sh.close()
+        sh.session = RemoteAdminSession(a.host, a.port, ca=a.ca, cert=a.cert, key=a.key, key_pass=a.key_pass)
+        info = sh.session.device_info()
+        sh.say(f"connected to {info['serial']} at {a.host}:{a.port}")
     return run
 
 
 @command("init", "create a factory-fresh device in the state directory (no-op if it exists)")
 def _init(p: Parser) -> Callable:
     def run(sh: Shell, a: argparse.Namespace) -> None:
-        dev = sh.connect().device
-        sh.say(f"device {dev.serial} ready at {dev.state_dir}")
+        info = sh.connect().device_info()
+        sh.say(f"device {info['serial']} ready at {info['state']}")
     return run
 
 
@@ -426,6 +444,33 @@ def _tls_set(p: Parser) -> Callable:
         cert = local_files.read(a.cert) if a.cert else None
         sh.say(sh.session.tls_set(a.pair, enable=a.enable, anon=a.anon, pki_source=a.pki_source,
                                   clear_pki=a.clear_pki, ca=ca, cert=cert).text)
+    return run
+
+
+@command("tls-ports export", "write the CA certificate(s) clients must trust for a port")
+def _tls_export(p: Parser) -> Callable:
+    p.add_argument("-p", "--pair", required=True, help='e.g. "Excrypt Port"')
+    p.add_argument("--ca-out", required=True)
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        out = sh.session.tls_export(a.pair)
+        local_files.write(a.ca_out, out.data["pem"])
+        sh.say(f"{out.text}, written to {a.ca_out}")
+    return run
+
+
+@command("tls-ports client-cert", "sign a client CSR with the port's device-made (Futurex) CA")
+def _tls_client_cert(p: Parser) -> Callable:
+    p.add_argument("-p", "--pair", required=True, help='e.g. "Excrypt Port"')
+    p.add_argument("--csr", required=True)
+    p.add_argument("--dn")
+    p.add_argument("--days", type=int, default=730)
+    p.add_argument("--out", required=True)
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        out = sh.session.tls_client_cert(a.pair, csr=local_files.read(a.csr), dn=a.dn, days=a.days)
+        local_files.write(a.out, out.data["pem"])
+        sh.say(f"{out.text}, written to {a.out}")
     return run
 
 

@@ -3,6 +3,7 @@
     vhsm [--state DIR] [--output json]               interactive prompt
     vhsm [--state DIR] [--output json] CMD ...       one command
     vhsm [--state DIR] [--output json] -f FILE       a script, one command per line
+    vhsm [--state DIR] serve [--host H] [--port P]   the network HSM (vhsm serve --help)
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     state = os.path.abspath(os.path.expanduser(a.state)) if a.state else default_vhsm_state(os.environ)
+    if a.command[:1] == ["serve"]:
+        from vhsm.cli.serve import serve
+        return serve(state, a.command[1:])
     shell = Shell(state, interactive=sys.stdin.isatty() and not a.file and not a.command, output=a.output)
     try:
         if a.file:

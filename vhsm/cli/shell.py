@@ -125,7 +125,7 @@ class Shell:
 
     def close(self) -> None:
         if self.session is not None:
-            self.session.device.close()
+            self.session.close()
             self.session = None
 
     # ------------------------------------------------------------ io

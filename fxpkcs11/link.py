@@ -1,0 +1,75 @@
+"""One TLS connection to an HSM port: send a command frame, read its reply frame."""
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+
+from vhsm import wire
+from vhsm.excrypt import Command, Reply
+
+
+class LinkError(Exception):
+    """The connection failed or broke; the link cannot be used again."""
+
+
+class Link:
+    def __init__(self, host: str, port: int, ctx: ssl.SSLContext, *, connect_timeout: float,
+                 reply_timeout: float) -> None:
+        self.host, self.port = host, port
+        self.reply_timeout = reply_timeout
+        self.lock = threading.Lock()
+        self.alive = False
+        try:
+            raw = socket.create_connection((host, port), timeout=connect_timeout)
+        except OSError as e:
+            raise LinkError(f"{host}:{port}: cannot connect: {e.strerror or e}") from None
+        try:
+            raw.settimeout(connect_timeout)
+            self.sock = ctx.wrap_socket(raw)
+        except (ssl.SSLError, OSError) as e:
+            raw.close()
+            raise LinkError(f"{host}:{port}: TLS handshake failed: {e}") from None
+        self.sock.settimeout(reply_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = wire.FrameReader()
+        self.alive = True
+
+    def call(self, cmd: Command) -> Reply:
+        data = wire.encode_command(cmd)
+        with self.lock:
+            if not self.alive:
+                raise LinkError(f"{self.host}:{self.port}: connection is closed")
+            try:
+                self.sock.sendall(data)
+                while True:
+                    frame = self.reader.next_frame()
+                    if frame is not None:
+                        return wire.decode_reply(frame)
+                    chunk = self.sock.recv(1 << 20)
+                    if not chunk:
+                        raise LinkError(f"{self.host}:{self.port}: the HSM closed the connection")
+                    self.reader.feed(chunk)
+            except socket.timeout:
+                self._kill()
+                raise LinkError(f"{self.host}:{self.port}: no reply within {self.reply_timeout:g} s") from None
+            except (ssl.SSLError, OSError) as e:
+                self._kill()
+                raise LinkError(f"{self.host}:{self.port}: connection lost: {e}") from None
+            except wire.WireError as e:
+                self._kill()
+                raise LinkError(f"{self.host}:{self.port}: unreadable reply: {e}") from None
+            except LinkError:
+                self._kill()
+                raise
+
+    def _kill(self) -> None:
+        self.alive = False
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self.lock:
+            self._kill()
