@@ -20,20 +20,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def table(ours: dict, softhsm: dict) -> str:
-    rows = ["| op | ours ops/s | SoftHSMv2 ops/s | ours / SoftHSMv2 | ours µs/op |", "|---|---:|---:|---:|---:|"]
+def table(ours: dict, tls: dict | None, softhsm: dict) -> str:
+    head = "| op | embedded ops/s | over TLS ops/s | SoftHSMv2 ops/s | embedded / SoftHSMv2 | TLS / SoftHSMv2 |"
+    rows = [head, "|---|---:|---:|---:|---:|---:|"]
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if a and b else "-"
     for op, rate in ours["ops"].items():
         base = softhsm["ops"].get(op, 0.0)
-        ratio = f"{rate / base:.2f}x" if base else "-"
-        us = f"{1e6 / rate:.1f}" if rate else "FAILED"
-        rows.append(f"| {op} | {rate:,.0f} | {base:,.0f} | {ratio} | {us} |")
-    rows.append(f"| C_Initialize (ms) | {ours['initialize_ms']:.1f} | {softhsm['initialize_ms']:.1f} | | |")
+        over = tls["ops"].get(op, 0.0) if tls else 0.0
+        rows.append(f"| {op} | {rate:,.0f} | {over:,.0f} | {base:,.0f} | {ratio(rate, base)} | {ratio(over, base)} |")
+    init = f"| C_Initialize (ms) | {ours['initialize_ms']:.1f} | {tls['initialize_ms'] if tls else 0:.1f} | " \
+           f"{softhsm['initialize_ms']:.1f} | | |"
+    rows.append(init)
     return "\n".join(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours", required=True)
+    ap.add_argument("--tls")
     ap.add_argument("--softhsm", required=True)
     ap.add_argument("--seconds", required=True)
     ap.add_argument("--threads", default="1")
@@ -43,9 +49,14 @@ def main() -> None:
         ours = json.load(f)
     with open(a.softhsm) as f:
         softhsm = json.load(f)
+    tls = None
+    if a.tls:
+        with open(a.tls) as f:
+            tls = json.load(f)
     head = (f"Measured {datetime.date.today()} on {os.cpu_count()} cores ({cpu_model()}), "
-            f"{a.seconds} s per op, {a.threads} thread(s), embedded vHSM vs SoftHSMv2 in one run.")
-    text = head + "\n\n" + table(ours, softhsm)
+            f"{a.seconds} s per op, {a.threads} thread(s): embedded vHSM, vHSM over TLS (`vhsm serve` on "
+            f"loopback) and SoftHSMv2, in one run.")
+    text = head + "\n\n" + table(ours, tls, softhsm)
     print(text)
     if a.write:
         with open(a.write) as f:

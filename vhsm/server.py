@@ -225,6 +225,7 @@ class Server:
             log.error("%s: no usable TLS setup: %s", peer, e)
             raw.close()
             return
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out at once
         raw.settimeout(self.limits.handshake_timeout)
         try:
             tls = ctx.wrap_socket(raw, server_side=True)

@@ -15,6 +15,8 @@ from vhsm.excrypt import (STATUS_FAIL, STATUS_OK, TAG_COMMAND, TAG_ERROR_TEXT, T
                           Reply, Tag)
 
 MAX_MESSAGE = 4 * 1024 * 1024  # bytes between [ and ]
+# Bytes a frame may carry between [ and ]: printable ASCII and tab, without [ ] < >.
+_ALLOWED = bytes(b for b in range(256) if (32 <= b < 127 or b == 9) and b not in b"[]<>")
 FORBIDDEN = set(";[]<>")
 
 # tag -> kind. text: as is; utext: UTF-8 hex; int: decimal; bool: Y/N; hex: bytes;
@@ -135,15 +137,11 @@ def encode_reply(reply: Reply) -> bytes:
 def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
     if len(body) > MAX_MESSAGE:
         raise WireError(f"message longer than {MAX_MESSAGE} bytes")
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        raise WireError("message is not ASCII") from None
-    if not text.startswith("[") or not text.endswith("]"):
+    if body[:1] != b"[" or body[-1:] != b"]":
         raise WireError("a message is [ fields ]")
-    inner = text[1:-1]
-    if any(c in "[]<>" for c in inner):
-        raise WireError("a value contains [ ] < or >")
+    if body[1:-1].translate(None, _ALLOWED):
+        raise WireError("a value contains [ ] < > or a byte that is not printable ASCII")
+    inner = body[1:-1].decode("ascii")
     raw = [f for f in inner.split(";")]
     if raw and raw[-1] == "":
         raw.pop()
