@@ -179,6 +179,9 @@ def test_setup_gives_the_guides_partitions(guide):
     assert idents["crypto1"]["role"] == "vSEC_CMS"
     assert not idents["Admin1"]["default_password"] and not idents["Admin2"]["default_password"]
     assert vhsm_json(guide.state, "majorkey", "status")["FTK"]["loaded"] is True
+    # every command the guide enables is one `command list` knows, whitelisted per role
+    listed = {row["command"]: row for row in vhsm_json(guide.state, "command", "list")}
+    assert all(listed[c]["whitelist"] == "role" for c in GUIDE_TP | GUIDE_VSEC)
 
 
 def test_transaction_processing_is_hardened(guide):

@@ -343,4 +343,5 @@ def test_audit_verify_detects_edited_and_deleted_rows(tmp_path):
     ok(admin(state, "role list\n"))
     rc, text = verify(state)
     assert rc == 1 and str(middle) in text
-    assert as_json(state, "audit", "verify")["ok"] is False
+    p = vhsm(state, "--output", "json", "audit", "verify")
+    assert p.returncode == 1 and json.loads(p.stdout) == {"ok": False, "text": text.strip()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import pty
 import re
@@ -19,6 +20,7 @@ import sqlite3
 import subprocess
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -161,13 +163,21 @@ def test_every_m_subset_rebuilds_the_ftk_on_a_fresh_device(tmp_path, m, n, long_
         docs.append(doc)
     assert len({d["share"] for d in docs}) == len({d["salt"] for d in docs}) == n
 
-    for number, subset in enumerate(itertools.combinations(range(1, n + 1), m)):
+    def second_device(number: int, subset: tuple[int, ...]) -> tuple[str, str, dict]:
+        """Only `subset`'s card files, copied to their own folder, on a fresh device."""
         folder = subset_folder(cards, str(tmp_path / f"subset{number}"), subset)
         b = fresh(tmp_path, f"B{number}")
         assert status(b) == {"loaded": False, "kcv": None}
         out = ok(recombine(b, folder, [pins[i - 1] for i in subset]))
-        assert shown_kcv(out) == kcv, (subset, out)
-        assert status(b) == {"loaded": True, "kcv": kcv}
+        return shown_kcv(out), out, status(b)
+
+    subsets = list(itertools.combinations(range(1, n + 1), m))
+    assert len(subsets) == math.comb(n, m)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(second_device, range(len(subsets)), subsets))
+    for subset, (shown, out, st) in zip(subsets, results):
+        assert shown == kcv, (subset, out)
+        assert st == {"loaded": True, "kcv": kcv}
     # all N cards work too (the first M are used)
     c = fresh(tmp_path, "C")
     assert shown_kcv(ok(recombine(c, cards, pins))) == kcv
@@ -310,6 +320,20 @@ def test_m_minus_one_cards_do_not_rebuild_the_ftk(tmp_path, m, n):
     os.makedirs(tmp_path / "empty")
     refused(recombine(b, str(tmp_path / "empty"), pins[:m]), "major key")
     assert_unchanged(b)
+
+
+def test_a_card_folder_that_cannot_be_written_refuses_before_the_ftk_changes(tmp_path):
+    """The cards are the FTK's only backup: no folder for them, no new FTK."""
+    state = fresh(tmp_path, "A")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    pins = " ".join(f"--card-pin {p}" for p in pins_for(3))
+    err = refused(script(state, f"majorkey random --ftk -m 2 -n 3 --cards-dir {blocker}/cards {pins}\n"),
+                  "major key")
+    assert "cannot write the cards" in err
+    assert_unchanged(state)
+    assert not [r for r in json.loads(ok(vhsm(state, "--output", "json", "audit", "show")))
+                if r["command"] == "majorkey random" and r["result"] == "ok"]
 
 
 def test_cards_of_two_ftks_are_not_mixed(tmp_path):

@@ -139,6 +139,7 @@ def _majorkey_random(p: Parser) -> Callable:
         folder, pins = (None, [])
         if a.m is not None or a.n is not None:
             folder, pins = _cards(sh, a, a.n or 0)
+            local_files.card_folder(folder)
         out = sh.session.generate_ftk(force=_confirm_force(sh, a), m=a.m, n=a.n, pins=pins)
         sh.say(out.text)
         if out.data["cards"]:

@@ -22,6 +22,18 @@ def write(path: str, data: bytes) -> None:
         raise AdminError("file", f"cannot write {path}: {e.strerror}") from None
 
 
+def card_folder(folder: str) -> None:
+    """Make sure the cards can be written before the device loads the FTK they back up: a
+    folder that cannot take them must refuse the command, not leave an FTK without cards."""
+    import os
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise AdminError("major key", f"cannot write the cards to {folder}: {e.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AdminError("major key", f"cannot write the cards to {folder}: permission denied")
+
+
 def write_cards(folder: str, cards: list[tuple[str, bytes]]) -> list[str]:
     try:
         return shares.write_cards(folder, [(name, bytes(data)) for name, data in cards])
