@@ -407,10 +407,14 @@ class AdminSession:
                 self.store.set_meta(key, None)
             role["settings"] = {k: v for k, v in role["settings"].items() if k != policy.LEARN}
             self.store.put_role(role)
+            # Refusals since the previous --stop (or ever): what the whitelist lacked outside learning.
+            since = int(self.store.get_meta(f"learn-stopped:{role['name']}") or 0)
             denied: dict[str, int] = {}
-            for row in self.store.audit_rows():
-                if row["result"] == "denied" and row["role"] == role["name"]:
+            rows = self.store.audit_rows()
+            for row in rows:
+                if int(row["seq"]) > since and row["result"] == "denied" and row["role"] == role["name"]:
                     denied[row["command"]] = denied.get(row["command"], 0) + 1
+            self.store.set_meta(f"learn-stopped:{role['name']}", str(rows[-1]["seq"]) if rows else "0")
             line = whitelist_line(role["name"], used)
             return Outcome(line, {"role": role["name"], "commands": used, "line": line, "denied": denied})
         return self.run("role learn --stop", act)

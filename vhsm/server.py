@@ -208,7 +208,9 @@ class Server:
             links = list(self._links)
         for sock, _ in links:
             try:
-                sock.shutdown(socket.SHUT_RD)
+                # socket.socket's shutdown, not SSLSocket's: that one drops the TLS state, and a
+                # busy link's reply would then go out in clear text.
+                socket.socket.shutdown(sock, socket.SHUT_RD)
             except OSError:
                 pass
         deadline = time.monotonic() + grace
@@ -231,7 +233,7 @@ class Server:
             tls = ctx.wrap_socket(raw, server_side=True)
         except (ssl.SSLError, OSError) as e:
             log.warning("%s: TLS handshake failed: %s", peer, e)
-            raw.close()
+            self._linger_close(raw)
             return
         cert = tls.getpeercert(binary_form=True)
         identity = hashlib.sha256(cert).hexdigest() if cert else None
@@ -264,6 +266,8 @@ class Server:
             except (ssl.SSLError, OSError):
                 return
             if not data:
+                if reader.buf:
+                    log.warning("%s: connection closed with an unfinished frame (%d bytes)", peer, len(reader.buf))
                 return
             reader.feed(data)
             while True:
@@ -279,12 +283,29 @@ class Server:
                     self._busy += 1
                 try:
                     reply = link.handle(frame)
+                    sent = self._send(tls, reply)  # busy until the reply is out: stop() waits for it
                 finally:
                     with self._busy_cv:
                         self._busy -= 1
                         self._busy_cv.notify_all()
-                if not self._send(tls, reply):
+                if not sent:
                     return
+
+    @staticmethod
+    def _linger_close(raw: socket.socket) -> None:
+        """Close after a refused handshake without resetting the connection: with TLS 1.3 the
+        client may already have sent its first frame, and closing with it unread would reset
+        the connection and lose the alert that tells the client why (certificate required,
+        unknown CA). Drain for a moment instead."""
+        try:
+            raw.shutdown(socket.SHUT_WR)
+            raw.settimeout(1.0)
+            for _ in range(16):
+                if not raw.recv(65536):
+                    break
+        except OSError:
+            pass
+        raw.close()
 
     @staticmethod
     def _send(tls: ssl.SSLSocket, data: bytes) -> bool:

@@ -205,6 +205,9 @@ class FrameReader:
                 buf.clear()
                 raise WireError(f"message longer than {self.limit} bytes")
             return None
+        if end + 1 > self.limit:  # a whole frame can arrive in one read: the limit holds for it too
+            buf.clear()
+            raise WireError(f"message longer than {self.limit} bytes")
         frame = bytes(buf[:end + 1])
         del buf[:end + 1]
         return frame

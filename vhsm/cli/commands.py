@@ -404,6 +404,7 @@ def _x509_sign(p: Parser) -> Callable:
     def run(sh: Shell, a: argparse.Namespace) -> None:
         issuer = local_files.read(a.issuer) if a.issuer else None
         csr = local_files.read(a.csr) if a.csr else None
+        local_files.check_writable(a.out)
         out = sh.session.x509_sign(private_slot=a.private_slot, dn=a.dn, issuer=issuer, csr=csr, ca=a.ca,
                                    pathlen=a.pathlen, key_usage=a.key_usage, eku=a.eku, san=a.san, days=a.days)
         local_files.write(a.out, out.data["pem"])
@@ -420,6 +421,7 @@ def _tls_request(p: Parser) -> Callable:
     p.add_argument("--dn")
 
     def run(sh: Shell, a: argparse.Namespace) -> None:
+        local_files.check_writable(a.file)
         out = sh.session.tls_request(a.pair, algo=a.pki_algo, bits=a.bits, dn=a.dn)
         local_files.write(a.file, out.data["pem"])
         sh.say(f"{out.text}, CSR written to {a.file}")
@@ -469,7 +471,9 @@ def _tls_client_cert(p: Parser) -> Callable:
     p.add_argument("--out", required=True)
 
     def run(sh: Shell, a: argparse.Namespace) -> None:
-        out = sh.session.tls_client_cert(a.pair, csr=local_files.read(a.csr), dn=a.dn, days=a.days)
+        csr = local_files.read(a.csr)
+        local_files.check_writable(a.out)
+        out = sh.session.tls_client_cert(a.pair, csr=csr, dn=a.dn, days=a.days)
         local_files.write(a.out, out.data["pem"])
         sh.say(f"{out.text}, written to {a.out}")
     return run

@@ -46,3 +46,12 @@ def read_cards(folder: str, key: str) -> list[tuple[str, bytes]]:
         return shares.read_cards(folder, key)
     except shares.ShareError as e:
         raise AdminError("major key", str(e)) from None
+
+
+def check_writable(path: str) -> None:
+    """Refuse before the device acts when its result could not be saved."""
+    import os
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK) or (
+            os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise AdminError("file", f"cannot write {path}")

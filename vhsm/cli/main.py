@@ -37,13 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state", default=None, help="state directory (default: $XDG_DATA_HOME/fxvhsm)")
     ap.add_argument("-f", "--file", help="run the commands in FILE")
     ap.add_argument("--output", choices=("text", "json"), default="text")
+    ap.add_argument("--login", action="append", default=[], metavar="NAME[:PASSWORD]",
+                    help="log in before the command (twice for dual control); without the password "
+                         "it is asked at a terminal")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     state = os.path.abspath(os.path.expanduser(a.state)) if a.state else default_vhsm_state(os.environ)
     if a.command[:1] == ["serve"]:
         from vhsm.cli.serve import serve
         return serve(state, a.command[1:])
-    shell = Shell(state, interactive=sys.stdin.isatty() and not a.file and not a.command, output=a.output)
+    shell = Shell(state, interactive=sys.stdin.isatty(), output=a.output)
     try:
         if a.file:
             if a.command:
@@ -56,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"vhsm: cannot read {a.file}: {e.strerror}", file=sys.stderr)
                 return USAGE
             return shell.run_script(lines, a.file)
+        for who in a.login:
+            name, sep, password = who.partition(":")
+            argv = ["login", "user", "-u", name] + (["-p", password] if sep else [])
+            status = shell.execute(argv)
+            if status:
+                return status
         if a.command:
             return shell.execute(a.command)
         return shell.repl(sys.stdin)

@@ -164,6 +164,7 @@ class Shell:
     def execute(self, argv: list[str]) -> int:
         if not argv:
             return OK
+        cmd = None
         try:
             if argv[0] == "help":
                 return self.help(argv[1:])
@@ -184,6 +185,8 @@ class Shell:
             return USAGE
         except argparse.ArgumentError as e:
             print(f"vhsm: {e}", file=self.err)
+            if cmd is not None:
+                print(cmd.parser.format_usage().rstrip(), file=self.err)
             return USAGE
         except AdminError as e:
             print(f"vhsm: refused by rule '{e.rule}': {e.text}", file=self.err)
