@@ -1,6 +1,7 @@
 """One TLS connection to an HSM port: send a command frame, read its reply frame."""
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -62,6 +63,25 @@ class Link:
             except LinkError:
                 self._kill()
                 raise
+
+    def usable(self) -> bool:
+        """Whether a link that sat unused can take a call. An idle link has nothing to read:
+        anything readable is the HSM closing it (restarted, killed, idle timeout); such a link
+        is closed and False returned. A link busy in another thread's call counts as usable."""
+        if not self.lock.acquire(blocking=False):
+            return self.alive
+        try:
+            if not self.alive:
+                return False
+            try:
+                readable = self.sock.pending() > 0 or bool(select.select([self.sock], [], [], 0)[0])
+            except (OSError, ValueError):
+                readable = True
+            if readable:
+                self._kill()
+            return not readable
+        finally:
+            self.lock.release()
 
     def _kill(self) -> None:
         self.alive = False

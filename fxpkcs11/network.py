@@ -77,6 +77,7 @@ class NetworkTransport:
             self.ctx = client_context(ClientTls(list(hsm.prod_tls_ca), hsm.prod_tls_cert, hsm.prod_tls_key,
                                                 hsm.prod_tls_key_pass, hsm.prod_tls_anonymous))
         except TlsConfigError as e:
+            log.error("slot %d: %s", hsm.slot, e)  # the slot cannot work: say why at the default log level
             raise CKRError(ck.CKR_DEVICE_ERROR, f"slot {hsm.slot}: {e}") from None
         self.hsm = hsm
         self.endpoints = [Endpoint(h, p) for h, p in hsm.endpoints()]
@@ -111,7 +112,7 @@ class NetworkTransport:
             link = None
             while ep.idle:
                 candidate = ep.idle.pop()
-                if candidate.alive:
+                if candidate.usable():  # not one the HSM closed while it waited here
                     link = candidate
                     break
         if link is not None:
@@ -157,10 +158,10 @@ class NetworkTransport:
 
     def _token_channel(self) -> Channel:
         ch = self._token
-        if ch is None or not ch.link.alive:
+        if ch is None or not ch.link.usable():
             with self._lock:
                 ch = self._token
-                if ch is None or not ch.link.alive:
+                if ch is None or not ch.link.usable():
                     ch = self._token = self.channel()
         return ch
 
