@@ -42,7 +42,10 @@ class Link:
             if not self.alive:
                 raise LinkError(f"{self.host}:{self.port}: connection is closed")
             try:
-                self.sock.sendall(data)
+                try:
+                    self.sock.sendall(data)
+                except (ssl.SSLError, OSError) as e:
+                    raise LinkError(f"{self.host}:{self.port}: connection lost: {self._reason(e)}") from None
                 while True:
                     frame = self.reader.next_frame()
                     if frame is not None:
@@ -63,6 +66,20 @@ class Link:
             except LinkError:
                 self._kill()
                 raise
+
+    def _reason(self, error: Exception) -> Exception:
+        """Why a send failed. With TLS 1.3 the client's handshake ends before the HSM has
+        checked the client certificate; a refusal then shows as a failed first send, and the
+        alert that says why (certificate required, unknown CA) is still there to read."""
+        try:
+            self.sock.settimeout(0.5)
+            self.sock.recv(1)
+        except ssl.SSLError as alert:
+            if "ALERT" in str(alert).upper():
+                return alert
+        except OSError:
+            pass
+        return error
 
     def usable(self) -> bool:
         """Whether a link that sat unused can take a call. An idle link has nothing to read:
