@@ -56,14 +56,31 @@ class Channel:
         self.transport = transport
         self.endpoint = endpoint
         self.link = link
+        self.app_id = endpoint.app_id  # the application this channel's session belongs to
 
     def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
         try:
+            if not self.link.usable():
+                self._rejoin()
             reply = self.link.call(Command(code, fields))
         except LinkError as e:
             log.error("%s: %s", code, e)
             raise CKRError(ck.CKR_DEVICE_ERROR, f"{code}: {e}") from None
         return check_reply(code, reply)
+
+    def _rejoin(self) -> None:
+        """The HSM closed this link while it sat idle. If the application still lives there
+        (it dropped only a spare link), join it again on a new link: nothing was lost. If it
+        is gone (the HSM restarted), the session's objects and operations went with it."""
+        ep = self.endpoint
+        app = self.app_id
+        link = Link(ep.host, ep.port, self.transport.ctx, connect_timeout=self.transport.hsm.connect_timeout,
+                    reply_timeout=self.transport.hsm.reply_timeout)
+        reply = link.call(Command("APPJ", {Tag.APPLICATION: app or ""})) if app else None
+        if reply is None or not reply.ok:
+            link.close()
+            raise LinkError(f"{ep}: the HSM no longer holds this session (restarted?)")
+        self.link = link
 
 
 class NetworkTransport:

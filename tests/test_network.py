@@ -853,7 +853,7 @@ def test_server_killed_and_restarted(net, tmp_path, servers, children):
     child.send()
     assert child.wait(30) == 0
     log = read_text(config_log(cfg))
-    assert "connection lost" in log or "closed the connection" in log
+    assert "connection lost" in log or "closed the connection" in log or "no longer holds this session" in log
 
 
 def test_stopped_server_fails_after_reply_timeout(net, tmp_path, servers, children):
@@ -1042,3 +1042,31 @@ def test_admin_over_the_network_changes_a_running_partition(tmp_path, servers, c
     assert child.wait(30) == 0
     assert "RAND" in vhsm(state, "--output", "json", "role", "show", "--name", "App").stdout
     wait_log(srv, "connected (AdminLink, client certificate)")
+
+
+def test_idle_timeout_keeps_a_logged_in_application_and_rejoins_spare_links(net, tmp_path, servers, children):
+    """The server drops idle links only when that loses nothing; a session whose link it
+    dropped joins its application again on the next call, transparently."""
+    srv = servers.new(net.state, str(tmp_path), name="idle-keep", args=("--idle-timeout", "1"))
+    srv.start()
+    cfg = identity_config(str(tmp_path / "fx.cfg"), srv, net.ident)
+    child = children(cfg, """
+        import time
+        tok = pkcs11.lib(LIB).get_token(token_label="Futurex")
+        a = tok.open(rw=True, user_pin=PIN)
+        b = tok.open(rw=True)
+        key = a.generate_key(KeyType.AES, 128, store=False, label="session-object")
+        time.sleep(3)  # both links idle past the timeout: one is spare, the last holds the login
+        out = {}
+        try:
+            found = list(b.get_objects({Attribute.LABEL: "session-object"}))
+            out["b_sees_object"] = len(found)
+            out["a_encrypts"] = len(key.encrypt(b"0" * 16, mechanism=Mechanism.AES_ECB))
+        except pkcs11.PKCS11Error as e:
+            out["error"] = type(e).__name__
+        step("done", **out)
+        command()
+    """)
+    r = child.expect("done")
+    assert r.get("error") is None, r
+    assert r["b_sees_object"] == 1 and r["a_encrypts"] == 16

@@ -91,6 +91,12 @@ class ProductionLink:
             log.error("%s: %s reply cannot be framed: %s", self.peer, reply.code, e)
             return error_frame(reply.code, ck.CKR_DEVICE_ERROR, "reply cannot be framed")
 
+    def can_drop(self) -> bool:
+        """An idle link may go when the application keeps other links, or has nothing to
+        lose (no login, no session objects, no operation in progress)."""
+        app = self.app
+        return app.links > 1 or (app.identity is None and not app.objects.session_objects and not app.contexts)
+
     def close(self) -> None:
         self.server.device.leave(self.app)
 
@@ -124,6 +130,9 @@ class AdminLink:
         if isinstance(result, Outcome):
             result = {"text": result.text, "data": result.data}
         return wire.encode_reply(Reply("ADMN", "Y", {Tag.ADMIN_RESULT: result}))
+
+    def can_drop(self) -> bool:
+        return True
 
     def close(self) -> None:
         pass
@@ -261,6 +270,8 @@ class Server:
             try:
                 data = tls.recv(65536)
             except socket.timeout:
+                if not link.can_drop():
+                    continue  # the application's last link, holding its login or objects
                 log.info("%s: idle for %.0f s, closing", peer, self.limits.idle_timeout)
                 return
             except (ssl.SSLError, OSError):
