@@ -51,5 +51,9 @@ setup(
     package_data={"fxpkcs11": ["lib/*.so", "data/*.cfg"]},
     install_requires=["cffi>=1.15", "cryptography>=41"],
     cmdclass={"build_py": BuildPy, "develop": Develop},
-    entry_points={"console_scripts": ["vhsm = vhsm.cli.main:main"]},
+    entry_points={"console_scripts": [
+        "vhsm = vhsm.cli.main:main",
+        "PKCS11Manager = fxpkcs11.tools.pkcs11manager:main",
+        "configTest = fxpkcs11.tools.configtest:main",
+    ]},
 )
