@@ -10,6 +10,42 @@ from vhsm import wire
 from vhsm.excrypt import Command, Reply
 
 
+def _openssl_err_clear():
+    """ERR_clear_error of the libcrypto the ssl module uses, or None.
+
+    The library runs inside its host's process and so shares the host's OpenSSL and its
+    per-thread error queue. A host that uses OpenSSL itself (OpenSSL's pkcs11 engine, for one,
+    queues an error for every CKR it handles, such as CKR_ATTRIBUTE_TYPE_INVALID) leaves
+    entries there; SSL_get_error() then reports a read that merely has to wait for the reply as
+    a fatal SSL error ("connection lost: Attribute type invalid"). OpenSSL requires the queue
+    to be empty before a TLS I/O call, so each call clears it first."""
+    import ctypes
+    import ctypes.util
+    try:
+        import _ssl
+        candidates = [getattr(_ssl, "__file__", None), ctypes.util.find_library("crypto")]
+    except ImportError:
+        return None
+    for path in candidates:
+        if not path:
+            continue
+        try:
+            fn = ctypes.CDLL(path).ERR_clear_error
+        except (OSError, AttributeError):
+            continue
+        fn.restype, fn.argtypes = None, []
+        return fn
+    return None
+
+
+_err_clear = _openssl_err_clear()
+
+
+def clear_openssl_errors() -> None:
+    if _err_clear is not None:
+        _err_clear()
+
+
 class LinkError(Exception):
     """The connection failed or broke; the link cannot be used again."""
 
@@ -27,6 +63,7 @@ class Link:
             raise LinkError(f"{host}:{port}: cannot connect: {e.strerror or e}") from None
         try:
             raw.settimeout(connect_timeout)
+            clear_openssl_errors()
             self.sock = ctx.wrap_socket(raw)
         except (ssl.SSLError, OSError) as e:
             raw.close()
@@ -42,6 +79,7 @@ class Link:
             if not self.alive:
                 raise LinkError(f"{self.host}:{self.port}: connection is closed")
             try:
+                clear_openssl_errors()  # the host's stale OpenSSL errors would fail this call
                 try:
                     self.sock.sendall(data)
                 except (ssl.SSLError, OSError) as e:
@@ -50,6 +88,7 @@ class Link:
                     frame = self.reader.next_frame()
                     if frame is not None:
                         return wire.decode_reply(frame)
+                    clear_openssl_errors()
                     chunk = self.sock.recv(1 << 20)
                     if not chunk:
                         raise LinkError(f"{self.host}:{self.port}: the HSM closed the connection")
