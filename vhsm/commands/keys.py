@@ -4,20 +4,22 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fxpkcs11 import ck
 from vhsm import factory, policy
+from vhsm import settings as device_settings
 from vhsm.commands.catalog import load_command
 from vhsm.crypto import keys as keymat
 from vhsm.crypto import mechanisms as mechs
 from vhsm.excrypt import DeviceError, Tag
-from vhsm.objects import P11Object
+from vhsm.objects import P11Object, object_size
 from vhsm.p11 import attributes as rules
+from vhsm.p11 import certificates, objectrules
 
 SECRET_KEYGEN = {ck.CKM_AES_KEY_GEN: ck.CKK_AES, ck.CKM_DES3_KEY_GEN: ck.CKK_DES3,
-                 ck.CKM_DES2_KEY_GEN: ck.CKK_DES2, ck.CKM_GENERIC_SECRET_KEY_GEN: ck.CKK_GENERIC_SECRET}
+                 ck.CKM_DES2_KEY_GEN: ck.CKK_DES2, ck.CKM_GENERIC_SECRET_KEY_GEN: ck.CKK_GENERIC_SECRET,
+                 **keymat.MORE_SECRET_KEYGEN}
 # ------------------------------------------------------------------ access helpers
 
 def visible(conn: Any, role: dict, obj: P11Object) -> bool:
@@ -30,6 +32,7 @@ def resolve(conn: Any, role: dict, ref: Any, reason: int = ck.CKR_OBJECT_HANDLE_
     obj = conn.objects.get(ref) if isinstance(ref, int) and ref >= 0 else None
     if obj is None or not visible(conn, role, obj):
         raise DeviceError(reason, f"no object {ref} visible to role {role['name']!r}")
+    conn.last_resolved = obj  # vhsm/contextauth.py reads the key an operation started with
     return obj
 
 
@@ -56,13 +59,14 @@ def secret_attrs(key_type: int, value: bytes, template: dict[int, Any]) -> dict[
     given = template.get(ck.CKA_CHECK_VALUE)
     if given is not None and given not in (b"", extra[ck.CKA_CHECK_VALUE]):
         raise DeviceError(ck.CKR_ATTRIBUTE_VALUE_INVALID, "CKA_CHECK_VALUE does not match the key")
-    if key_type in (ck.CKK_AES, ck.CKK_GENERIC_SECRET):
+    if key_type == ck.CKK_AES or key_type in keymat.VARIABLE_SECRETS:
         extra[ck.CKA_VALUE_LEN] = len(value)
     return extra
 
 
 def store_new(conn: Any, role: dict, f: dict, attrs: dict[int, Any], secret: bytes | None) -> P11Object:
     check_writable(conn, f, attrs)
+    objectrules.check_new(conn, attrs)
     return conn.objects.create(attrs, secret, role["name"], policy.slot_ranges(role), f.get(Tag.SESSION, 0))
 
 
@@ -95,11 +99,13 @@ def load_object(conn: Any, role: dict, f: dict, code: str) -> dict:
         extra.pop(ck.CKA_EC_POINT, None) if ck.CKA_EC_POINT not in template else None
     elif cls == ck.CKO_PUBLIC_KEY:
         pub = keymat.public_from_attrs(template)
-        extra = {ck.CKA_PUBLIC_KEY_INFO: keymat.public_key_info(pub)}
+        extra = {ck.CKA_PUBLIC_KEY_INFO: keymat.public_key_info(pub), **keymat.canonical_point_attrs(pub)}
         if kt == ck.CKK_RSA:
             extra[ck.CKA_MODULUS_BITS] = pub.key_size
         if ck.CKA_MODULUS_BITS in template and template[ck.CKA_MODULUS_BITS] != pub.key_size:
             raise DeviceError(ck.CKR_TEMPLATE_INCONSISTENT, "CKA_MODULUS_BITS does not match CKA_MODULUS")
+    elif cls == ck.CKO_CERTIFICATE:
+        extra = certificates.x509_attrs(template)
     attrs = rules.complete(template, cls, kt, local=False, mechanism=None)
     attrs.update(extra)
     obj = store_new(conn, role, f, attrs, secret)
@@ -107,7 +113,7 @@ def load_object(conn: Any, role: dict, f: dict, code: str) -> dict:
 
 
 def public_attrs_of(pub: Any) -> dict[int, Any]:
-    out = keymat.rsa_public_attrs(pub) if isinstance(pub, rsa.RSAPublicKey) else keymat.ec_public_attrs(pub)
+    out = keymat.public_attrs(pub)
     out[ck.CKA_PUBLIC_KEY_INFO] = keymat.public_key_info(pub)
     return out
 
@@ -143,17 +149,18 @@ def generate_pair(conn: Any, role: dict, f: dict, code: str) -> dict:
         if bits is None:
             raise DeviceError(ck.CKR_TEMPLATE_INCOMPLETE, "public template has no CKA_MODULUS_BITS")
         exponent = int.from_bytes(pub_t.pop(ck.CKA_PUBLIC_EXPONENT, b"\x01\x00\x01") or b"\x00", "big")
-        key = keymat.new_rsa(bits, exponent)
+        key = keymat.new_rsa(bits, exponent, device_settings.rsa_min_bits(conn.device.store))
     else:
-        if mech != ck.CKM_EC_KEY_PAIR_GEN:
-            raise DeviceError(ck.CKR_MECHANISM_INVALID, "GECC generates with CKM_EC_KEY_PAIR_GEN")
-        kt = ck.CKK_EC
+        if mech not in (ck.CKM_EC_KEY_PAIR_GEN, ck.CKM_EC_EDWARDS_KEY_PAIR_GEN):
+            raise DeviceError(ck.CKR_MECHANISM_INVALID,
+                              "GECC generates with CKM_EC_KEY_PAIR_GEN or CKM_EC_EDWARDS_KEY_PAIR_GEN")
+        kt = ck.CKK_EC if mech == ck.CKM_EC_KEY_PAIR_GEN else ck.CKK_EC_EDWARDS
         rules.check_template(pub_t, ck.CKO_PUBLIC_KEY, kt, generated=True)
         rules.check_template(priv_t, ck.CKO_PRIVATE_KEY, kt, generated=True)
         params = pub_t.pop(ck.CKA_EC_PARAMS, None) or priv_t.pop(ck.CKA_EC_PARAMS, None)
         if params is None:
             raise DeviceError(ck.CKR_TEMPLATE_INCOMPLETE, "public template has no CKA_EC_PARAMS")
-        key = keymat.ec.generate_private_key(keymat.curve_for(params))
+        key = keymat.new_ec_key(kt, params)
     public = public_attrs_of(key.public_key())
     pub_attrs = rules.complete(pub_t, ck.CKO_PUBLIC_KEY, kt, local=True, mechanism=mech)
     pub_attrs.update(public)
@@ -162,11 +169,13 @@ def generate_pair(conn: Any, role: dict, f: dict, code: str) -> dict:
     priv_attrs.pop(ck.CKA_EC_POINT, None)
     check_writable(conn, f, pub_attrs)
     check_writable(conn, f, priv_attrs)
-    pub = store_new(conn, role, f, pub_attrs, None)
+    # The private half takes the first free slot, as on the device: an application that
+    # deletes its private wrapping keys (vSEC:CMS) leaves its public keys where the guide shows.
+    priv = store_new(conn, role, f, priv_attrs, keymat.private_der(key))
     try:
-        priv = store_new(conn, role, f, priv_attrs, keymat.private_der(key))
+        pub = store_new(conn, role, f, pub_attrs, None)
     except DeviceError:
-        conn.objects.destroy(pub)
+        conn.objects.destroy(priv)
         raise
     return {Tag.PUBLIC_OBJECT: pub.ref, Tag.PRIVATE_OBJECT: priv.ref}
 
@@ -194,6 +203,8 @@ def find(conn: Any, role: dict, f: dict) -> dict:
 
 def settings(conn: Any, role: dict, f: dict) -> dict:
     obj = resolve(conn, role, f.get(Tag.OBJECT))
+    if f.get(Tag.OBJECT_SIZE):
+        return {Tag.OBJECT_SIZE: object_size(obj)}
     changes = f.get(Tag.TEMPLATE)
     if changes:
         return _set(conn, role, f, obj, changes)
@@ -227,7 +238,8 @@ def _get(conn: Any, obj: P11Object, t: int) -> tuple[int, Any]:
 
 def _set(conn: Any, role: dict, f: dict, obj: P11Object, changes: dict[int, Any]) -> dict:
     check_writable(conn, f, obj.attrs)
-    rules.check_set(obj.attrs, changes)
+    rules.check_set(obj.attrs, changes, is_so=conn.so)
+    objectrules.check_change(conn, obj.attrs, changes)
     attrs = dict(obj.attrs)
     attrs.update(changes)
     conn.objects.update(obj, attrs)
@@ -256,6 +268,7 @@ def wrap(conn: Any, role: dict, f: dict) -> dict:
     if key.attrs.get(ck.CKA_WRAP_WITH_TRUSTED) and not wkey.attrs.get(ck.CKA_TRUSTED):
         raise DeviceError(ck.CKR_KEY_NOT_WRAPPABLE, "key may only be wrapped by a trusted key")
     rules.require_usage(wkey.attrs, ck.CKA_WRAP, mech)
+    objectrules.check_wrap(conn, wkey, key)
     mat = conn.objects.load(key)
     data = mat if key.cls == ck.CKO_SECRET_KEY else keymat.private_der(mat)
     wkt = wkey.attrs.get(ck.CKA_KEY_TYPE)
@@ -269,6 +282,10 @@ def wrap(conn: Any, role: dict, f: dict) -> dict:
         if wkey.cls != ck.CKO_SECRET_KEY or wkt != ck.CKK_AES:
             raise DeviceError(ck.CKR_WRAPPING_KEY_TYPE_INCONSISTENT, "AES key wrap needs an AES wrapping key")
         out = mechs.aes_wrap(mech, param, conn.objects.load(wkey), data)
+    elif mech in mechs.BLOCK_WRAP_MECHS:
+        if wkey.cls != ck.CKO_SECRET_KEY:
+            raise DeviceError(ck.CKR_WRAPPING_KEY_TYPE_INCONSISTENT, "block cipher wrapping needs a secret key")
+        out = mechs.block_wrap(mech, param, conn.objects.load(wkey), wkt, data)
     else:
         raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech or 0, 'CKM_')} cannot wrap keys")
     return {Tag.WRAPPED: out}
@@ -293,9 +310,13 @@ def unwrap(conn: Any, role: dict, f: dict) -> dict:
         if ukey.cls != ck.CKO_SECRET_KEY or ukt != ck.CKK_AES:
             raise DeviceError(ck.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, "AES key unwrap needs an AES key")
         clear = mechs.aes_unwrap(mech, param, conn.objects.load(ukey), blob)
+    elif mech in mechs.BLOCK_WRAP_MECHS:
+        if ukey.cls != ck.CKO_SECRET_KEY:
+            raise DeviceError(ck.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, "block cipher unwrapping needs a secret key")
+        clear = mechs.block_unwrap(mech, param, conn.objects.load(ukey), ukt, blob)
     else:
         raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech or 0, 'CKM_')} cannot unwrap keys")
-    template = dict(f.get(Tag.TEMPLATE) or {})
+    template = objectrules.unwrap_template(ukey, dict(f.get(Tag.TEMPLATE) or {}))
     cls = rules.object_class(template)
     kt = template.get(ck.CKA_KEY_TYPE)
     if kt is None:
@@ -315,6 +336,8 @@ def unwrap(conn: Any, role: dict, f: dict) -> dict:
             key = keymat.load_private(clear)
         except ValueError:
             raise DeviceError(ck.CKR_WRAPPED_KEY_INVALID, "unwrapped data is not a PKCS #8 private key") from None
+        if keymat.key_type_of(key) != kt:
+            raise DeviceError(ck.CKR_TEMPLATE_INCONSISTENT, "CKA_KEY_TYPE does not match the unwrapped key")
         extra = public_attrs_of(key.public_key())
         extra.pop(ck.CKA_EC_POINT, None)
         secret = keymat.private_der(key)
