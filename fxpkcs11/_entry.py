@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 from fxpkcs11 import ck
 from fxpkcs11 import log as logmod
-from fxpkcs11.abi import crypto, general, keys, marshal, objects, sessions
+from fxpkcs11.abi import crypto, crypto_ext, general, keys, marshal, objects, sessions
 from fxpkcs11.errors import CKRError
 from fxpkcs11.log import log
 
-MODULES = (general, sessions, objects, crypto, keys)
+MODULES = (general, sessions, objects, crypto, crypto_ext, keys)
 PREFIX = "fxp_"
 
 

@@ -168,6 +168,7 @@ class HsmConfig:
     label: str = "Futurex"
     crypto_opr: str | None = None
     crypto_opr_pass: str | None = field(default=None, repr=False)
+    so_opr: str | None = None  # the partition's security officer identity (CKU_SO)
     addresses: list[str] = field(default_factory=list)
     prod_port: int = DEFAULT_PORT
     prod_enabled: bool = True
@@ -222,6 +223,7 @@ TAGS: dict[str, TagSpec] = {
     "LABEL": TagSpec("label", "label"),
     "CRYPTO-OPR": TagSpec("crypto_opr", "text"),
     "CRYPTO-OPR-PASS": TagSpec("crypto_opr_pass", "text"),
+    "SO-OPR": TagSpec("so_opr", "text"),
     "ADDRESS": TagSpec("addresses", "address", repeatable=True),
     "PROD-PORT": TagSpec("prod_port", "port"),
     "PROD-ENABLED": TagSpec("prod_enabled", "bool"),

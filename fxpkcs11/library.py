@@ -26,9 +26,11 @@ class Token:
     def __init__(self, hsm: HsmConfig) -> None:
         self.hsm = hsm
         self.slot_id = hsm.slot
-        self.user: int | None = None  # CKU_USER while logged in
+        self.user: int | None = None      # CKU_USER or CKU_SO while logged in
+        self.identity: str | None = None  # the identity logged in
         self._transport: Any = None
         self._lock = threading.Lock()
+        self.login_lock = threading.RLock()  # login state changes, one at a time
         self.sessions: set[int] = set()
 
     @property
@@ -51,27 +53,41 @@ class Token:
     def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
         return self.transport.call(code, fields)
 
-    def identity_and_password(self, pin: bytes) -> tuple[str, str]:
-        try:
-            text = pin.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CKRError(ck.CKR_PIN_INCORRECT, "PIN is not UTF-8") from None
-        if self.hsm.crypto_opr:
-            return self.hsm.crypto_opr, text
+    @property
+    def so_identity(self) -> str | None:
+        """The security officer's identity: <SO-OPR>, else "<CRYPTO-OPR>-so"."""
+        if self.hsm.so_opr:
+            return self.hsm.so_opr
+        return f"{self.hsm.crypto_opr}-so" if self.hsm.crypto_opr else None
+
+    def fixed_identity(self, user_type: int) -> str | None:
+        return self.so_identity if user_type == ck.CKU_SO else self.hsm.crypto_opr
+
+    def identity_and_password(self, pin: bytes, user_type: int = ck.CKU_USER) -> tuple[str, str]:
+        """Who a PIN logs in and with which password: the configured identity for the user
+        type (<CRYPTO-OPR>, or <SO-OPR> for CKU_SO) with the PIN as its password; with none
+        configured, the PIN is IDENTITY:PASSWORD."""
+        text = pin_text(pin)
+        fixed = self.fixed_identity(user_type)
+        if fixed:
+            return fixed, text
         name, sep, password = text.partition(":")
         if not sep:
+            tag = "<SO-OPR>" if user_type == ck.CKU_SO else "<CRYPTO-OPR>"
             raise CKRError(ck.CKR_PIN_INCORRECT,
-                           f"slot {self.slot_id}: no <CRYPTO-OPR> is configured, so the PIN must be "
-                           "IDENTITY:PASSWORD")
+                           f"slot {self.slot_id}: no {tag} is configured, so the PIN must be IDENTITY:PASSWORD")
         return name, password
 
-    def login(self, pin: bytes) -> None:
-        name, password = self.identity_and_password(pin)
-        self.transport.login(name, password)
-        self.user = ck.CKU_USER
+    def login(self, pin: bytes, user_type: int = ck.CKU_USER, username: str | None = None) -> None:
+        if username:
+            name, password = username, pin_text(pin)
+        else:
+            name, password = self.identity_and_password(pin, user_type)
+        self.transport.login(name, password, user_type)
+        self.user, self.identity = user_type, name
 
     def logout(self) -> None:
-        self.user = None
+        self.user = self.identity = None
         self.transport.logout()
 
     def close(self) -> None:
@@ -80,8 +96,15 @@ class Token:
                 self._transport.close()
             finally:
                 self._transport = None
-        self.user = None
+        self.user = self.identity = None
         self.sessions.clear()
+
+
+def pin_text(pin: bytes) -> str:
+    try:
+        return pin.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CKRError(ck.CKR_PIN_INCORRECT, "PIN is not UTF-8") from None
 
 
 class Session:
@@ -97,6 +120,8 @@ class Session:
 
     @property
     def state(self) -> int:
+        if self.token.user == ck.CKU_SO:
+            return ck.CKS_RW_SO_FUNCTIONS
         user = self.token.user is not None
         if self.rw:
             return ck.CKS_RW_USER_FUNCTIONS if user else ck.CKS_RW_PUBLIC_SESSION
@@ -159,10 +184,13 @@ class Library:
             self.sessions[handle] = s
             token.sessions.add(handle)
         if token.hsm.crypto_opr_pass and token.user is None:
-            try:
-                token.login(token.hsm.crypto_opr_pass.encode())
-            except CKRError as e:
-                log.error("slot %d: automatic login of %r failed: %s", token.slot_id, token.hsm.crypto_opr, e.text)
+            with token.login_lock:
+                if token.user is None:
+                    try:
+                        token.login(token.hsm.crypto_opr_pass.encode())
+                    except CKRError as e:
+                        log.error("slot %d: automatic login of %r failed: %s", token.slot_id, token.hsm.crypto_opr,
+                                  e.text)
         return s
 
     def close_session(self, s: Session) -> None:
@@ -179,11 +207,13 @@ class Library:
             log.info("session %d closed locally: %s", s.handle, e.text)
         finally:
             s.token.transport.release(s.channel)
-        if last and s.token.user is not None:
-            try:
-                s.token.logout()
-            except CKRError as e:
-                log.info("logout after the last session: %s", e.text)
+        if last:
+            with s.token.login_lock:  # a session opened meanwhile keeps the login
+                if s.token.user is not None and not s.token.sessions:
+                    try:
+                        s.token.logout()
+                    except CKRError as e:
+                        log.info("logout after the last session: %s", e.text)
 
     def close_all(self, token: Token) -> None:
         with self._lock:
@@ -197,11 +227,12 @@ class Library:
                 log.info("session %d closed locally: %s", s.handle, e.text)
             finally:
                 token.transport.release(s.channel)
-        if token.user is not None:
-            try:
-                token.logout()
-            except CKRError as e:
-                log.info("logout: %s", e.text)
+        with token.login_lock:
+            if token.user is not None and not token.sessions:
+                try:
+                    token.logout()
+                except CKRError as e:
+                    log.info("logout: %s", e.text)
 
     def finalize(self) -> None:
         for t in self.tokens.values():

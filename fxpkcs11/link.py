@@ -50,6 +50,11 @@ class LinkError(Exception):
     """The connection failed or broke; the link cannot be used again."""
 
 
+class ClosedUnanswered(LinkError):
+    """The HSM closed the connection before any byte of the reply: it did not run the
+    command (it closes only idle links, or after answering what it read when it stops)."""
+
+
 class Link:
     def __init__(self, host: str, port: int, ctx: ssl.SSLContext, *, connect_timeout: float,
                  reply_timeout: float) -> None:
@@ -84,6 +89,7 @@ class Link:
                     self.sock.sendall(data)
                 except (ssl.SSLError, OSError) as e:
                     raise LinkError(f"{self.host}:{self.port}: connection lost: {self._reason(e)}") from None
+                answered = False
                 while True:
                     frame = self.reader.next_frame()
                     if frame is not None:
@@ -91,7 +97,9 @@ class Link:
                     clear_openssl_errors()
                     chunk = self.sock.recv(1 << 20)
                     if not chunk:
-                        raise LinkError(f"{self.host}:{self.port}: the HSM closed the connection")
+                        kind = LinkError if answered else ClosedUnanswered
+                        raise kind(f"{self.host}:{self.port}: the HSM closed the connection")
+                    answered = True
                     self.reader.feed(chunk)
             except socket.timeout:
                 self._kill()

@@ -18,7 +18,7 @@ from typing import Any
 from fxpkcs11 import ck
 from fxpkcs11.config import HsmConfig
 from fxpkcs11.errors import CKRError
-from fxpkcs11.link import Link, LinkError
+from fxpkcs11.link import ClosedUnanswered, Link, LinkError
 from fxpkcs11.log import log
 from fxpkcs11.tlsclient import ClientTls, TlsConfigError, client_context
 from fxpkcs11.transport import check_reply
@@ -62,7 +62,12 @@ class Channel:
         try:
             if not self.link.usable():
                 self._rejoin()
-            reply = self.link.call(Command(code, fields))
+            try:
+                reply = self.link.call(Command(code, fields))
+            except ClosedUnanswered:
+                # Closed as idle just as the command went out: it did not run; send it again.
+                self._rejoin()
+                reply = self.link.call(Command(code, fields))
         except LinkError as e:
             log.error("%s: %s", code, e)
             raise CKRError(ck.CKR_DEVICE_ERROR, f"{code}: {e}") from None
@@ -186,9 +191,12 @@ class NetworkTransport:
     def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
         return self._token_channel().call(code, fields)
 
-    def login(self, name: str, password: str) -> None:
+    def login(self, name: str, password: str, user_type: int | None = None) -> None:
         ch = self._token_channel()
-        ch.call("LOGI", {Tag.USER: name, Tag.PASSWORD: password})
+        fields = {Tag.USER: name, Tag.PASSWORD: password}
+        if user_type is not None:
+            fields[Tag.USER_TYPE] = user_type  # re-logins elsewhere leave it out: the identity says which
+        ch.call("LOGI", fields)
         self._creds = (name, password)
         ch.endpoint.logged_in_app = ch.endpoint.app_id
         for ep in self.endpoints:  # the other servers this library has sessions on
@@ -201,6 +209,11 @@ class NetworkTransport:
                 self.release(other)
             except (CKRError, LinkError) as e:
                 log.error("HSM %s: login there failed: %s", ep, e)
+
+    def password_changed(self, name: str, password: str) -> None:
+        """C_SetPIN changed the logged-in identity's password: log in with the new one later."""
+        if self._creds is not None and self._creds[0] == name:
+            self._creds = (name, password)
 
     def logout(self) -> None:
         self._creds = None

@@ -65,8 +65,14 @@ class InProcessTransport:
     def release(self, channel: Any) -> None:
         pass
 
-    def login(self, name: str, password: str) -> None:
-        self.call("LOGI", {Tag.USER: name, Tag.PASSWORD: password})
+    def login(self, name: str, password: str, user_type: int | None = None) -> None:
+        fields = {Tag.USER: name, Tag.PASSWORD: password}
+        if user_type is not None:
+            fields[Tag.USER_TYPE] = user_type
+        self.call("LOGI", fields)
+
+    def password_changed(self, name: str, password: str) -> None:
+        pass  # nothing kept: the one connection stays logged in
 
     def logout(self) -> None:
         self.call("LOGO", {})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from vhsm import factory, pki, policy
+from vhsm import settings as device_settings
 from vhsm.commands.catalog import BY_CODE, whitelistable
 from vhsm.device import VirtualHSM
 from vhsm import shares
@@ -155,7 +156,9 @@ class AdminSession:
             return Outcome(f"password of {name} changed")
         return self.run("user change-password", act)
 
-    def add_identity(self, name: str, role: str, password: str) -> Outcome:
+    def add_identity(self, name: str, role: str, password: str, security_officer: bool = False) -> Outcome:
+        """An identity of a role; with security_officer, the security officer of an application
+        partition (PKCS #11 CKU_SO: C_InitToken, C_InitPIN, CKA_TRUSTED), not a user of its keys."""
         def act() -> Outcome:
             self.require_dual()
             if not name or len(name) > 64:
@@ -165,11 +168,29 @@ class AdminSession:
             r = self.store.get_role(factory.canonical_role(role))
             if r is None:
                 raise AdminError("identity", f"no role named {role!r}")
+            if security_officer and r["kind"] != "application":
+                raise AdminError("identity", f"a security officer belongs to an application partition, not to "
+                                             f"role {r['name']!r}")
             check_password(password)
+            flags = {"security_officer": True} if security_officer else {}
             self.store.put_identity({"name": name, "role": r["name"], "password_hash": hash_password(password),
-                                     "flags": {}, "failed_logins": 0})
-            return Outcome(f"identity {name} added to role {r['name']}")
+                                     "flags": flags, "failed_logins": 0})
+            what = "security officer of" if security_officer else "added to role"
+            return Outcome(f"identity {name} {what} {r['name']}")
         return self.run("identity add", act)
+
+    def unlock_identity(self, name: str) -> Outcome:
+        """Clear an identity's wrong-PIN count: the only way to unlock a locked identity."""
+        def act() -> Outcome:
+            self.require_dual()
+            ident = self.store.get_identity(name)
+            if ident is None:
+                raise AdminError("identity", f"no identity named {name!r}")
+            count = int(ident.get("failed_logins") or 0)
+            ident["failed_logins"] = 0
+            self.store.put_identity(ident)
+            return Outcome(f"identity {name} unlocked ({count} wrong PIN(s) cleared)")
+        return self.run("identity unlock", act)
 
     def delete_identity(self, name: str) -> Outcome:
         def act() -> Outcome:
@@ -182,9 +203,35 @@ class AdminSession:
         return self.run("identity delete", act)
 
     def list_identities(self) -> list[dict]:
+        limit = device_settings.max_login_failures(self.store)
         return [{"name": i["name"], "role": i["role"],
                  "default_password": bool(i["flags"].get("default_password")),
-                 "failed_logins": i.get("failed_logins", 0)} for i in self.store.list_identities()]
+                 "security_officer": bool(i["flags"].get("security_officer")),
+                 "failed_logins": i.get("failed_logins", 0),
+                 "locked": i["role"] != factory.ADMINISTRATOR and (i.get("failed_logins") or 0) >= limit}
+                for i in self.store.list_identities()]
+
+    # ------------------------------------------------------------ device settings
+    def settings(self) -> dict:
+        return device_settings.current(self.store)
+
+    def set_settings(self, values: dict) -> Outcome:
+        """Change device settings (names as `vhsm settings set` spells them, e.g. max-login-failures)."""
+        def act() -> Outcome:
+            self.require_dual()
+            if not values:
+                raise AdminError("settings", "name at least one setting to change; known: "
+                                             + ", ".join(sorted(device_settings.SETTINGS)))
+            parsed = {}
+            for name, value in values.items():
+                try:
+                    parsed[name] = device_settings.parse(name, value)
+                except ValueError as e:
+                    raise AdminError("settings", str(e)) from None
+            for name, value in parsed.items():
+                device_settings.put(self.store, name, value)
+            return Outcome(", ".join(f"{k} = {v}" for k, v in parsed.items()), device_settings.current(self.store))
+        return self.run("settings set", act)
 
     # ------------------------------------------------------------ roles
     def _check_overlap(self, name: str, ranges: list[tuple[int, int]]) -> None:
@@ -738,5 +785,5 @@ REMOTE_METHODS = frozenset({
     "modify_role", "delete_role", "list_roles", "get_role", "generate_ftk", "recombine_ftk",
     "load_ftk_components", "ftk_status", "learn_start", "learn_stop", "audit", "verify_audit", "key_table",
     "delete_key", "generate_key", "x509_sign", "tls_request", "tls_set", "tls_settings", "tls_export",
-    "tls_client_cert", "record_network", "device_info",
+    "tls_client_cert", "record_network", "device_info", "unlock_identity", "settings", "set_settings",
 })

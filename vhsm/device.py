@@ -112,7 +112,7 @@ class VirtualHSM:
             if conn.links > 0:
                 return
             self._apps.pop(conn.app_id, None)
-        conn.identity, conn.role_name = None, factory.TRANSACTION_PROCESSING
+        conn.identity, conn.role_name, conn.so = None, factory.TRANSACTION_PROCESSING, False
         conn.reset()
 
     def next_context_id(self) -> int:
@@ -162,12 +162,16 @@ class Connection:
         self.links = 0
         self.role_name = factory.TRANSACTION_PROCESSING
         self.identity: str | None = None
+        self.so = False  # the identity logged in as the partition's security officer (CKU_SO)
+        self.pending_auth: set[int] = set()  # contexts waiting for C_Login(CKU_CONTEXT_SPECIFIC)
+        self.last_resolved: Any = None  # the object the last command resolved (set by keys.resolve)
         self.objects = ObjectSpace(device.store, device.require_ftk, device.cache)
         self.contexts: dict[int, tuple[int, str, Any]] = {}  # id -> (session, command, context)
 
     @property
     def logged_in(self) -> bool:
-        return self.identity is not None
+        """A normal user is logged in: private objects are visible (never to the SO)."""
+        return self.identity is not None and not self.so
 
     def execute(self, cmd: Command) -> Reply:
         return _dispatch()(self, cmd)
@@ -180,6 +184,7 @@ class Connection:
     def reset(self) -> None:
         self.objects.drop_all_sessions()
         self.contexts.clear()
+        self.pending_auth.clear()
 
 
 _dispatch_fn = None

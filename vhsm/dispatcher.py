@@ -5,8 +5,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from fxpkcs11 import ck
-from vhsm import policy
-from vhsm.commands import crypto, info, keys, login
+from vhsm import contextauth, policy
+from vhsm.commands import copying, crypto, derive, digest, dlog, info, keys, login, recover, token
 from vhsm.commands.catalog import BY_CODE
 from vhsm.excrypt import Command, DeviceError, Reply
 from vhsm.store import StoreError
@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vhsm")
 
-HANDLERS = {**info.HANDLERS, **login.HANDLERS, **keys.HANDLERS, **crypto.HANDLERS}
+HANDLERS = {**info.HANDLERS, **login.HANDLERS, **keys.HANDLERS, **crypto.HANDLERS, **token.HANDLERS,
+            **copying.HANDLERS, **digest.HANDLERS, **recover.HANDLERS,
+            **derive.HANDLERS, **dlog.HANDLERS}
 assert set(HANDLERS) == set(BY_CODE), sorted(set(HANDLERS) ^ set(BY_CODE))
 
 
@@ -39,7 +41,9 @@ def dispatch(conn: "Connection", cmd: Command) -> Reply:
         policy.authorize(role, info, conn.device, conn.identity)
         if info.needs_ftk:
             conn.device.require_ftk()
+        contextauth.before(conn, code, cmd.fields)
         fields = HANDLERS[code](conn, role, cmd.fields)
+        contextauth.after(conn, code, cmd.fields, fields)
     except DeviceError as e:
         log.info("%s refused for role %r: %s", code, conn.role_name, e.text)
         return e.reply(code)

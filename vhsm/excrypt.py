@@ -106,6 +106,17 @@ class Tag:
     ADMIN_ARGS = "AA"
     ADMIN_RESULT = "AR"
     ADMIN_RULE = "AL"
+    # token, PIN and object functions (C_InitToken, C_InitPIN, C_SetPIN, C_GetObjectSize)
+    NEW_PASSWORD = "NP"
+    SO_USER = "SU"
+    TOKEN_LABEL = "TL"
+    USER_FAILURES = "UF"
+    SO_FAILURES = "SF"
+    MAX_FAILURES = "MF"
+    USER_PIN_SET = "UP"
+    SO_EXISTS = "SE"
+    OBJECT_SIZE = "OZ"
+    DELETED = "KD"
 
 
 class Phase:

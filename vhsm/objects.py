@@ -195,3 +195,13 @@ class _Wrapped:
 
     def __init__(self, blob: bytes | None) -> None:
         self.blob = blob
+
+
+def object_size(obj: P11Object) -> int:
+    """C_GetObjectSize: the bytes the object takes in the device, its encoded attributes plus
+    its key material as kept (wrapped under the FTK for token objects)."""
+    if obj.is_token:
+        blob = obj.loaded.blob if isinstance(obj.loaded, _Wrapped) else None
+    else:
+        blob = obj.secret
+    return len(attrcodec.encode_attrs(obj.attrs)) + len(blob or b"")

@@ -34,6 +34,9 @@ KINDS: dict[str, str] = {
     Tag.MAX_PIN: "int", Tag.FTK_KCV: "text", Tag.LOGGED_IN: "utext", Tag.IDENTITY_EXISTS: "bool",
     Tag.APPLICATION: "text", Tag.ADMIN_METHOD: "text", Tag.ADMIN_ARGS: "json", Tag.ADMIN_RESULT: "json",
     Tag.ADMIN_RULE: "utext",
+    Tag.NEW_PASSWORD: "utext", Tag.SO_USER: "utext", Tag.TOKEN_LABEL: "utext", Tag.USER_FAILURES: "int",
+    Tag.SO_FAILURES: "int", Tag.MAX_FAILURES: "int", Tag.USER_PIN_SET: "bool", Tag.SO_EXISTS: "bool",
+    Tag.OBJECT_SIZE: "int", Tag.DELETED: "int",
 }
 
 

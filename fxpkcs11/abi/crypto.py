@@ -5,13 +5,13 @@ excepted: they touch no key, so they run here).
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from fxpkcs11 import ck, mechs, state
 from fxpkcs11.abi import marshal as m
 from fxpkcs11.abi.objects import ref
 from fxpkcs11.abi.params import read_mechanism
+from fxpkcs11.digest import DigestState
 from fxpkcs11.errors import CKRError
 from fxpkcs11.library import Session
 from fxpkcs11.operations import MULTI, SINGLE, Operation
@@ -202,7 +202,7 @@ def C_DigestInit(h_session, p_mechanism) -> int:
     name = mechs.DIGESTS.get(mech.code)
     if name is None:
         raise CKRError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech.code, 'CKM_')} is not a digest")
-    s.begin("digest", Operation("", 0, mech.code, hashlib.new(name)))
+    s.begin("digest", Operation("", 0, mech.code, DigestState(name, mech.code)))
     return ck.CKR_OK
 
 

@@ -112,21 +112,42 @@ def C_GetSlotInfo(slot_id, p_info) -> int:
     return ck.CKR_OK
 
 
+def pin_flags(limits: dict) -> int:
+    """CKF_*_PIN_COUNT_LOW / FINAL_TRY / LOCKED from the device's wrong-PIN counts."""
+    flags = 0
+    limit = limits.get(Tag.MAX_FAILURES)
+    for tag, low, final, locked in ((Tag.USER_FAILURES, ck.CKF_USER_PIN_COUNT_LOW, ck.CKF_USER_PIN_FINAL_TRY,
+                                     ck.CKF_USER_PIN_LOCKED),
+                                    (Tag.SO_FAILURES, ck.CKF_SO_PIN_COUNT_LOW, ck.CKF_SO_PIN_FINAL_TRY,
+                                     ck.CKF_SO_PIN_LOCKED)):
+        count = limits.get(tag) or 0
+        if not count or not limit:
+            continue
+        if count >= limit:
+            flags |= locked
+        elif count == limit - 1:
+            flags |= final | low
+        else:
+            flags |= low
+    return flags
+
+
 def C_GetTokenInfo(slot_id, p_info) -> int:
     li = state.current()
     token = li.token(slot_id)
     m.need(p_info, "pInfo")
     serial = _ask(token, "HASH", {}).get(Tag.SERIAL, "")
-    limits = _ask(token, "PRMD", {Tag.USER: token.hsm.crypto_opr or ""})
+    user = token.identity if token.user == ck.CKU_USER and token.identity else token.hsm.crypto_opr
+    limits = _ask(token, "PRMD", {Tag.USER: user or "", Tag.SO_USER: token.so_identity or ""})
     info = p_info[0]
-    m.put_text(info.label, token.hsm.label, 32)
+    m.put_text(info.label, limits.get(Tag.TOKEN_LABEL) or token.hsm.label, 32)
     m.put_text(info.manufacturerID, MANUFACTURER, 32)
     m.put_text(info.model, MODEL, 16)
     m.put_text(info.serialNumber, serial, 16)
     flags = ck.CKF_RNG | ck.CKF_LOGIN_REQUIRED | ck.CKF_TOKEN_INITIALIZED
-    if limits.get(Tag.IDENTITY_EXISTS, True):
+    if limits.get(Tag.IDENTITY_EXISTS, True) and limits.get(Tag.USER_PIN_SET, True):
         flags |= ck.CKF_USER_PIN_INITIALIZED
-    info.flags = flags
+    info.flags = flags | pin_flags(limits)
     count = len(token.sessions)
     rw = sum(1 for h in token.sessions if li.sessions.get(h) is not None and li.sessions[h].rw)
     info.ulMaxSessionCount = ck.CK_EFFECTIVELY_INFINITE
@@ -141,6 +162,45 @@ def C_GetTokenInfo(slot_id, p_info) -> int:
     info.firmwareVersion.major, info.firmwareVersion.minor = _firmware(token)
     m.put_text(info.utcTime, "", 16)
     return ck.CKR_OK
+
+
+def C_InitToken(slot_id, p_pin, ul_pin_len, p_label) -> int:
+    """The partition's security officer (the SO PIN) empties the partition's key slots and
+    labels its token. No session of this application may be open on the token."""
+    li = state.current()
+    token = li.token(slot_id)
+    pin = m.read_bytes(p_pin, ul_pin_len)
+    m.need(p_label, "pLabel")
+    try:
+        label = m.ffi.buffer(p_label, 32)[:].decode("utf-8").rstrip(" ")
+    except UnicodeDecodeError:
+        raise m.bad("pLabel is not 32 bytes of UTF-8") from None
+    with token.login_lock:
+        if token.sessions:
+            raise CKRError(ck.CKR_SESSION_EXISTS, "close every session on the token before C_InitToken")
+        name, password = token.identity_and_password(pin, ck.CKU_SO)
+        token.transport.login(name, password, ck.CKU_SO)
+        try:
+            token.call("GPTI", {Tag.TOKEN_LABEL: label})
+        finally:
+            try:
+                token.transport.logout()
+            except CKRError as e:
+                log.info("C_InitToken: logout: %s", e.text)
+    return ck.CKR_OK
+
+
+def C_WaitForSlotEvent(flags, p_slot, p_reserved) -> int:
+    """Slots here never change (no removable tokens), so there is never an event: a
+    non-blocking call answers CKR_NO_EVENT, and blocking, which would wait for ever, is not
+    supported (the spec's answer for a library without slot events)."""
+    state.current()
+    if p_reserved != m.NULL:
+        raise m.bad("pReserved must be null")
+    m.need(p_slot, "pSlot")
+    if flags & ck.CKF_DONT_BLOCK:
+        return ck.CKR_NO_EVENT
+    return ck.CKR_FUNCTION_NOT_SUPPORTED
 
 
 def C_GetMechanismList(slot_id, p_list, pul_count) -> int:

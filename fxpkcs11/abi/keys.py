@@ -58,6 +58,18 @@ def C_UnwrapKey(h_session, p_mechanism, h_unwrapping, p_wrapped, ul_wrapped, p_t
     return ck.CKR_OK
 
 
+def C_DeriveKey(h_session, p_mechanism, h_base_key, p_template, ul_count, ph_key) -> int:
+    s = state.current().session(h_session)
+    mech, param = read_mechanism(p_mechanism, "derive")
+    template = m.read_template(p_template, ul_count)
+    m.need(ph_key, "phKey")
+    base = -1 if h_base_key == ck.CK_INVALID_HANDLE else ref(h_base_key)  # the device answers KEY_HANDLE_INVALID
+    r = s.call(mech.command("derive"), {Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param, Tag.OBJECT: base,
+                                        Tag.TEMPLATE: template, Tag.READ_WRITE: s.rw, Tag.SESSION: s.handle})
+    ph_key[0] = r[Tag.OBJECT] + 1
+    return ck.CKR_OK
+
+
 def C_SeedRandom(h_session, p_seed, ul_seed_len) -> int:
     s = state.current().session(h_session)
     s.call("SEED", {Tag.DATA: m.read_bytes(p_seed, ul_seed_len)})

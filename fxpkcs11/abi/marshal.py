@@ -159,6 +159,9 @@ def fill_attributes(ptr: Any, count: int, values: list[tuple[int, Any]]) -> int:
             a.ulValueLen = UNAVAILABLE
             rv = rv or code
             continue
+        if isinstance(value, dict):
+            rv = fill_attribute_array(a, value) or rv
+            continue
         try:
             data = encode_value(a.type, value)
         except CKRError as e:
@@ -173,4 +176,25 @@ def fill_attributes(ptr: Any, count: int, values: list[tuple[int, Any]]) -> int:
         else:
             ffi.memmove(a.pValue, data, len(data))
             a.ulValueLen = len(data)
+    return rv
+
+
+def fill_attribute_array(a: Any, template: dict[int, Any]) -> int:
+    """An attribute whose value is an attribute array (CKA_WRAP_TEMPLATE ...): a null pValue
+    asks for count * sizeof(CK_ATTRIBUTE); otherwise pValue is the caller's CK_ATTRIBUTE array
+    and each element is answered as C_GetAttributeValue answers an attribute (its type is
+    written, its own pValue filled, or its length given when that pValue is null)."""
+    size = ffi.sizeof("CK_ATTRIBUTE")
+    need = len(template) * size
+    if a.pValue == NULL:
+        a.ulValueLen = need
+        return ck.CKR_OK
+    if a.ulValueLen < need:
+        a.ulValueLen = UNAVAILABLE
+        return ck.CKR_BUFFER_TOO_SMALL
+    inner = ffi.cast("CK_ATTRIBUTE_PTR", a.pValue)
+    for i, t in enumerate(sorted(template)):
+        inner[i].type = t
+    rv = fill_attributes(inner, len(template), [(0, template[t]) for t in sorted(template)])
+    a.ulValueLen = need
     return rv

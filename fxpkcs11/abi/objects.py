@@ -32,6 +32,28 @@ def C_CreateObject(h_session, p_template, ul_count, ph_object) -> int:
     return ck.CKR_OK
 
 
+def C_CopyObject(h_session, h_object, p_template, ul_count, ph_new_object) -> int:
+    """The device copies the object (key material included) with the template's changes;
+    its rules decide what a copy may change (docs/device.md)."""
+    s = state.current().session(h_session)
+    obj = ref(h_object)
+    template = m.read_template(p_template, ul_count)
+    m.need(ph_new_object, "phNewObject")
+    r = s.call("GPKC", {Tag.OBJECT: obj, Tag.TEMPLATE: template, Tag.READ_WRITE: s.rw, Tag.SESSION: s.handle})
+    ph_new_object[0] = r[Tag.OBJECT] + 1
+    return ck.CKR_OK
+
+
+def C_GetObjectSize(h_session, h_object, pul_size) -> int:
+    """The bytes the object takes in the device (its attributes and its wrapped key material)."""
+    s = state.current().session(h_session)
+    obj = ref(h_object)
+    m.need(pul_size, "pulSize")
+    r = s.call("GPKS", {Tag.OBJECT: obj, Tag.OBJECT_SIZE: True})
+    pul_size[0] = r.get(Tag.OBJECT_SIZE, ck.CK_UNAVAILABLE_INFORMATION)
+    return ck.CKR_OK
+
+
 def C_DestroyObject(h_session, h_object) -> int:
     s = state.current().session(h_session)
     s.call("GPKD", {Tag.OBJECT: ref(h_object), Tag.READ_WRITE: s.rw, Tag.SESSION: s.handle})

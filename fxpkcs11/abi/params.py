@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 from fxpkcs11 import ck, mechs
 from fxpkcs11.abi import marshal as m
+from fxpkcs11.abi.objects import ref
 from fxpkcs11.errors import CKRError
 
 
@@ -71,9 +72,78 @@ def _ulong(p: Any, n: int) -> int:
     return _struct(p, n, "CK_ULONG")[0]
 
 
+def _array(field: Any, size: int) -> bytes:
+    return m.ffi.buffer(field, size)[:]
+
+
+def _ctr(p: Any, n: int) -> dict:
+    c = _struct(p, n, "CK_AES_CTR_PARAMS")[0]
+    return {"bits": c.ulCounterBits, "cb": _array(c.cb, 16)}
+
+
+def _eddsa(p: Any, n: int) -> dict | None:
+    if p == m.NULL and not n:
+        return None  # pure EdDSA
+    e = _struct(p, n, "CK_EDDSA_PARAMS")[0]
+    return {"ph": bool(e.phFlag), "context": _bytes_of(e.pContextData, e.ulContextDataLen, "EdDSA context")}
+
+
+def _ecdh(p: Any, n: int) -> dict:
+    e = _struct(p, n, "CK_ECDH1_DERIVE_PARAMS")[0]
+    public = _bytes_of(e.pPublicData, e.ulPublicDataLen, "ECDH public data")
+    if not public:
+        raise _invalid("ECDH needs the other party's public key")
+    return {"kdf": e.kdf, "shared": _bytes_of(e.pSharedData, e.ulSharedDataLen, "ECDH shared data"),
+            "public": public}
+
+
+def _data(p: Any, n: int) -> bytes:
+    if not n or p == m.NULL:
+        raise _invalid("this mechanism needs parameter bytes")
+    return _bytes_of(p, n, "parameter")
+
+
+def _string_data(p: Any, n: int) -> bytes:
+    s = _struct(p, n, "CK_KEY_DERIVATION_STRING_DATA")[0]
+    return _bytes_of(s.pData, s.ulLen, "derivation data")
+
+
+def _cbc_data(ctype: str, block: int) -> Callable[[Any, int], dict]:
+    def read(p: Any, n: int) -> dict:
+        c = _struct(p, n, ctype)[0]
+        return {"iv": _array(c.iv, block), "data": _bytes_of(c.pData, c.length, "derivation data")}
+    return read
+
+
+def _handle_ref(h: int, what: str) -> int:
+    if h == ck.CK_INVALID_HANDLE:
+        raise _invalid(f"{what} is not a valid object handle")
+    return ref(h)
+
+
+def _key_handle(p: Any, n: int) -> dict:
+    return {"key": _handle_ref(_struct(p, n, "CK_OBJECT_HANDLE")[0], "the second key")}
+
+
+def _hkdf(p: Any, n: int) -> dict:
+    h = _struct(p, n, "CK_HKDF_PARAMS")[0]
+    out = {"extract": bool(h.bExtract), "expand": bool(h.bExpand), "prf": h.prfHashMechanism,
+           "salt_type": h.ulSaltType, "salt": b"", "salt_key": None,
+           "info": _bytes_of(h.pInfo, h.ulInfoLen, "HKDF info")}
+    if h.bExtract and h.ulSaltType == ck.CKF_HKDF_SALT_DATA:
+        out["salt"] = _bytes_of(h.pSalt, h.ulSaltLen, "HKDF salt")
+    elif h.bExtract and h.ulSaltType == ck.CKF_HKDF_SALT_KEY:
+        out["salt_key"] = _handle_ref(h.hSaltKey, "hSaltKey")
+    return out
+
+
 READERS: dict[str, Callable[[Any, int], Any]] = {
     "none": _none, "iv16": _iv(16), "iv8": _iv(8), "optional_iv": _optional_iv, "gcm": _gcm,
-    "oaep": _oaep, "pss": _pss, "mac_general": _ulong,
+    "oaep": _oaep, "pss": _pss, "mac_general": _ulong, "ctr": _ctr, "eddsa": _eddsa, "ecdh": _ecdh,
+    "bytes": _data, "string_data": _string_data,
+    "aes_cbc_data": _cbc_data("CK_AES_CBC_ENCRYPT_DATA_PARAMS", 16),
+    "des_cbc_data": _cbc_data("CK_DES_CBC_ENCRYPT_DATA_PARAMS", 8),
+    "key_handle": _key_handle, "hkdf": _hkdf,
 }
 
 

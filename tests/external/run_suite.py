@@ -81,6 +81,26 @@ def outcomes(junit: str) -> dict[str, str]:
     return res
 
 
+def run_forced(top: str, env: dict, work: str, tests: list[str]) -> list[str]:
+    """Run tests the suite gates on SoftHSMv2's file name under that name; return failures."""
+    if not tests:
+        return []
+    alias = os.path.join(work, "libsofthsm2.so")
+    if not os.path.exists(alias):
+        os.symlink(LIB, alias)
+    junit = os.path.join(work, "junit-forced.xml")
+    names = " or ".join(t.split("::")[1] for t in tests)
+    subprocess.run([os.path.join(VENV, "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "-k",
+                    names, f"--junitxml={junit}", "-o", "junit_family=xunit1"], cwd=top,
+                   env={**env, "PKCS11_MODULE": alias})
+    got = outcomes(junit)
+    bad = [t for t in tests if got.get(t) != "pass"]
+    for t in bad:
+        print(f"FORCED {got.get(t, 'missing')}: {t}")
+    print(f"forced under the SoftHSMv2 file name: {len(tests) - len(bad)} of {len(tests)} passed")
+    return bad
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir")
@@ -106,7 +126,8 @@ def main() -> int:
         stale = [t for t in allowed if got.get(t) == "pass"]
         for t in stale:
             print(f"now passes, remove from README: {t}")
-        return 1 if unexpected else 0
+        forced_bad = run_forced(top, env, work, [t for t, why in allowed.items() if "passes when forced" in why])
+        return 1 if unexpected or forced_bad else 0
     finally:
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)

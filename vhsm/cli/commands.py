@@ -273,10 +273,24 @@ def _identity_add(p: Parser) -> Callable:
     p.add_argument("--name", required=True)
     p.add_argument("--role", required=True)
     p.add_argument("--password")
+    p.add_argument("--security-officer", action="store_true",
+                   help="the partition's security officer (PKCS #11 CKU_SO), not a user of its keys")
 
     def run(sh: Shell, a: argparse.Namespace) -> None:
         password = a.password if a.password is not None else sh.ask("Password: ", secret=True)
-        sh.say(sh.session.add_identity(a.name, a.role, password).text)
+        if a.security_officer:
+            sh.say(sh.session.add_identity(a.name, a.role, password, security_officer=True).text)
+        else:
+            sh.say(sh.session.add_identity(a.name, a.role, password).text)
+    return run
+
+
+@command("identity unlock", "unlock an identity locked by wrong PINs (clears its failure count)")
+def _identity_unlock(p: Parser) -> Callable:
+    p.add_argument("--name", required=True)
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        sh.say(sh.session.unlock_identity(a.name).text)
     return run
 
 
@@ -293,7 +307,8 @@ def _identity_delete(p: Parser) -> Callable:
 def _identity_list(p: Parser) -> Callable:
     def run(sh: Shell, a: argparse.Namespace) -> None:
         sh.show(sh.session.list_identities(),
-                lambda d: _table(d, ["name", "role", "default_password", "failed_logins"]))
+                lambda d: _table(d, ["name", "role", "security_officer", "default_password", "failed_logins",
+                                     "locked"]))
     return run
 
 
@@ -501,6 +516,32 @@ def _network(p: Parser) -> Callable:
     def run(sh: Shell, a: argparse.Namespace) -> None:
         settings = {k: v for k, v in vars(a).items() if v is not None}
         sh.say(sh.session.record_network(settings).text)
+    return run
+
+
+@command("settings show", "show the device settings (login failures before a lock, RSA minimum size)")
+def _settings_show(p: Parser) -> Callable:
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        from vhsm.settings import SETTINGS
+        values = sh.session.settings()
+        rows = [{"setting": name, "value": values.get(name), "default": s.default, "range": f"{s.low}-{s.high}",
+                 "meaning": s.summary} for name, s in SETTINGS.items()]
+        sh.show(values if sh.output == "json" else rows,
+                lambda d: _table(d, ["setting", "value", "default", "range", "meaning"]))
+    return run
+
+
+@command("settings set", "change device settings: --max-login-failures N, --rsa-min-bits BITS")
+def _settings_set(p: Parser) -> Callable:
+    p.add_argument("--max-login-failures", metavar="N", help="wrong PINs in a row before an identity locks")
+    p.add_argument("--rsa-min-bits", metavar="BITS", help="smallest RSA key generated (1024 to 4096)")
+
+    def run(sh: Shell, a: argparse.Namespace) -> None:
+        values = {name: v for name, v in (("max-login-failures", a.max_login_failures),
+                                          ("rsa-min-bits", a.rsa_min_bits)) if v is not None}
+        if not values:
+            raise UsageError("give at least one setting: --max-login-failures N, --rsa-min-bits BITS")
+        sh.say(sh.session.set_settings(values).text)
     return run
 
 

@@ -10,8 +10,8 @@ import hmac as _hmac
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, padding as sympad
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives import cmac, hashes, padding as sympad
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa, utils
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import (InvalidUnwrap, aes_key_unwrap, aes_key_unwrap_with_padding,
                                                     aes_key_wrap, aes_key_wrap_with_padding)
@@ -20,9 +20,14 @@ from fxpkcs11 import ck
 from vhsm.excrypt import DeviceError
 
 try:
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES as _TripleDES
 except ImportError:  # older cryptography
-    TripleDES = algorithms.TripleDES
+    _TripleDES = algorithms.TripleDES
+
+
+def TripleDES(key: bytes) -> Any:
+    """The TDES cipher for a DES3 (24-byte) or DES2 (16-byte, K1 K2 K1) key."""
+    return _TripleDES(key + key[:8] if len(key) == 16 else key)
 
 HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     ck.CKM_SHA_1: hashes.SHA1, ck.CKM_SHA224: hashes.SHA224, ck.CKM_SHA256: hashes.SHA256,
@@ -41,11 +46,28 @@ RSA_PSS_HASHED = {ck.CKM_SHA1_RSA_PKCS_PSS: hashes.SHA1, ck.CKM_SHA224_RSA_PKCS_
 ECDSA_HASHED = {ck.CKM_ECDSA_SHA1: hashes.SHA1, ck.CKM_ECDSA_SHA224: hashes.SHA224,
                 ck.CKM_ECDSA_SHA256: hashes.SHA256, ck.CKM_ECDSA_SHA384: hashes.SHA384,
                 ck.CKM_ECDSA_SHA512: hashes.SHA512}
-HMACS = {ck.CKM_SHA_1_HMAC: hashes.SHA1, ck.CKM_SHA224_HMAC: hashes.SHA224, ck.CKM_SHA256_HMAC: hashes.SHA256,
-         ck.CKM_SHA384_HMAC: hashes.SHA384, ck.CKM_SHA512_HMAC: hashes.SHA512}
-HMAC_GENERAL = {ck.CKM_SHA_1_HMAC_GENERAL: hashes.SHA1, ck.CKM_SHA224_HMAC_GENERAL: hashes.SHA224,
-                ck.CKM_SHA256_HMAC_GENERAL: hashes.SHA256, ck.CKM_SHA384_HMAC_GENERAL: hashes.SHA384,
-                ck.CKM_SHA512_HMAC_GENERAL: hashes.SHA512}
+DSA_HASHED = {ck.CKM_DSA_SHA1: hashes.SHA1, ck.CKM_DSA_SHA224: hashes.SHA224, ck.CKM_DSA_SHA256: hashes.SHA256,
+              ck.CKM_DSA_SHA384: hashes.SHA384, ck.CKM_DSA_SHA512: hashes.SHA512}
+# HMAC mechanism -> (hashlib name, the CKK_*_HMAC key type it also accepts beside generic secrets)
+HMACS = {ck.CKM_SHA_1_HMAC: ("sha1", ck.CKK_SHA_1_HMAC), ck.CKM_SHA224_HMAC: ("sha224", ck.CKK_SHA224_HMAC),
+         ck.CKM_SHA256_HMAC: ("sha256", ck.CKK_SHA256_HMAC), ck.CKM_SHA384_HMAC: ("sha384", ck.CKK_SHA384_HMAC),
+         ck.CKM_SHA512_HMAC: ("sha512", ck.CKK_SHA512_HMAC),
+         ck.CKM_SHA3_224_HMAC: ("sha3_224", ck.CKK_SHA3_224_HMAC),
+         ck.CKM_SHA3_256_HMAC: ("sha3_256", ck.CKK_SHA3_256_HMAC),
+         ck.CKM_SHA3_384_HMAC: ("sha3_384", ck.CKK_SHA3_384_HMAC),
+         ck.CKM_SHA3_512_HMAC: ("sha3_512", ck.CKK_SHA3_512_HMAC)}
+HMAC_GENERAL = {ck.CKM_SHA_1_HMAC_GENERAL: ck.CKM_SHA_1_HMAC, ck.CKM_SHA224_HMAC_GENERAL: ck.CKM_SHA224_HMAC,
+                ck.CKM_SHA256_HMAC_GENERAL: ck.CKM_SHA256_HMAC, ck.CKM_SHA384_HMAC_GENERAL: ck.CKM_SHA384_HMAC,
+                ck.CKM_SHA512_HMAC_GENERAL: ck.CKM_SHA512_HMAC,
+                ck.CKM_SHA3_224_HMAC_GENERAL: ck.CKM_SHA3_224_HMAC,
+                ck.CKM_SHA3_256_HMAC_GENERAL: ck.CKM_SHA3_256_HMAC,
+                ck.CKM_SHA3_384_HMAC_GENERAL: ck.CKM_SHA3_384_HMAC,
+                ck.CKM_SHA3_512_HMAC_GENERAL: ck.CKM_SHA3_512_HMAC}
+# Block-cipher MACs: mechanism -> (cipher family, CMAC?, general (length from the parameter)?)
+BLOCK_MACS = {ck.CKM_AES_MAC: ("aes", False, False), ck.CKM_AES_MAC_GENERAL: ("aes", False, True),
+              ck.CKM_AES_CMAC: ("aes", True, False), ck.CKM_AES_CMAC_GENERAL: ("aes", True, True),
+              ck.CKM_DES3_MAC: ("des3", False, False), ck.CKM_DES3_MAC_GENERAL: ("des3", False, True),
+              ck.CKM_DES3_CMAC: ("des3", True, False), ck.CKM_DES3_CMAC_GENERAL: ("des3", True, True)}
 # DER DigestInfo prefixes: raw CKM_RSA_PKCS input that carries one is signed through the
 # library's prehashed path, which gives the same bytes much faster than a modexp in Python.
 DIGEST_INFO = {
@@ -58,9 +80,9 @@ DIGEST_INFO = {
 
 AES_BLOCK_MECHS = {ck.CKM_AES_ECB, ck.CKM_AES_CBC, ck.CKM_AES_CBC_PAD}
 DES3_BLOCK_MECHS = {ck.CKM_DES3_ECB, ck.CKM_DES3_CBC, ck.CKM_DES3_CBC_PAD}
-ASYMMETRIC_SIGN = ({ck.CKM_RSA_PKCS, ck.CKM_RSA_X_509, ck.CKM_RSA_PKCS_PSS, ck.CKM_ECDSA}
-                   | set(RSA_PKCS_HASHED) | set(RSA_PSS_HASHED) | set(ECDSA_HASHED))
-MAC_MECHS = set(HMACS) | set(HMAC_GENERAL)
+ASYMMETRIC_SIGN = ({ck.CKM_RSA_PKCS, ck.CKM_RSA_X_509, ck.CKM_RSA_PKCS_PSS, ck.CKM_ECDSA, ck.CKM_DSA, ck.CKM_EDDSA}
+                   | set(RSA_PKCS_HASHED) | set(RSA_PSS_HASHED) | set(ECDSA_HASHED) | set(DSA_HASHED))
+MAC_MECHS = set(HMACS) | set(HMAC_GENERAL) | set(BLOCK_MACS)
 
 
 def bad_param(text: str) -> DeviceError:
@@ -169,18 +191,24 @@ def _rsa_pkcs_sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
     return _rsa_raw_private(key, block)
 
 
-def _ecdsa_digest(key_size: int, data: bytes) -> tuple[bytes, hashes.HashAlgorithm]:
-    """CKM_ECDSA signs caller-hashed data of any length; fit it to a prehashed size."""
-    order_bytes = (key_size + 7) // 8
-    if len(data) > order_bytes:
-        data = data[:order_bytes]
-    for alg in (hashes.SHA1, hashes.SHA224, hashes.SHA256, hashes.SHA384, hashes.SHA512):
-        if alg.digest_size == len(data):
-            return data, alg()
-    for alg in (hashes.SHA256, hashes.SHA384, hashes.SHA512):
-        if alg.digest_size >= len(data):
-            return data.rjust(alg.digest_size, b"\x00"), alg()
-    raise data_len("ECDSA input too long")
+_PREHASH_SIZES = ((20, hashes.SHA1), (28, hashes.SHA224), (32, hashes.SHA256), (48, hashes.SHA384),
+                  (64, hashes.SHA512))
+
+
+def _ecdsa_digest(order_bits: int, data: bytes) -> tuple[bytes, hashes.HashAlgorithm]:
+    """CKM_ECDSA and CKM_DSA sign caller-hashed data of any length. The value signed is the
+    leftmost order-size bits of the input (FIPS 186); it is handed to the library as a
+    digest of a size it knows, placed so that the library's own truncation yields it."""
+    e = int.from_bytes(data, "big") if data else 0
+    if 8 * len(data) > order_bits:
+        e >>= 8 * len(data) - order_bits
+    for size, alg in _PREHASH_SIZES:
+        if 8 * size >= order_bits:
+            return (e << (8 * size - order_bits)).to_bytes(size, "big"), alg()
+    size, alg = _PREHASH_SIZES[-1]
+    if e >> (8 * size):  # order above 512 bits (P-521) and an input longer than 64 bytes
+        raise data_len("input longer than 64 bytes for this curve")
+    return e.to_bytes(size, "big"), alg()
 
 
 def _ecdsa_sign(key: ec.EllipticCurvePrivateKey, digest: bytes, alg: hashes.HashAlgorithm) -> bytes:
@@ -195,6 +223,50 @@ def _ecdsa_verify(key: ec.EllipticCurvePublicKey, digest: bytes, alg: hashes.Has
         raise DeviceError(ck.CKR_SIGNATURE_LEN_RANGE, f"ECDSA signature must be {2 * n} bytes")
     der = utils.encode_dss_signature(int.from_bytes(sig[:n], "big"), int.from_bytes(sig[n:], "big"))
     key.verify(der, digest, ec.ECDSA(utils.Prehashed(alg)))
+
+
+def _dsa_order(key: Any) -> int:
+    return key.parameters().parameter_numbers().q.bit_length()
+
+
+def _dsa_sign(key: dsa.DSAPrivateKey, data: bytes) -> bytes:
+    qbits = _dsa_order(key)
+    digest, alg = _ecdsa_digest(qbits, data)
+    r, s = utils.decode_dss_signature(key.sign(digest, utils.Prehashed(alg)))
+    n = (qbits + 7) // 8
+    return r.to_bytes(n, "big") + s.to_bytes(n, "big")
+
+
+def _dsa_verify(key: dsa.DSAPublicKey, data: bytes, sig: bytes) -> None:
+    qbits = _dsa_order(key)
+    n = (qbits + 7) // 8
+    if len(sig) != 2 * n:
+        raise DeviceError(ck.CKR_SIGNATURE_LEN_RANGE, f"DSA signature must be {2 * n} bytes")
+    digest, alg = _ecdsa_digest(qbits, data)
+    der = utils.encode_dss_signature(int.from_bytes(sig[:n], "big"), int.from_bytes(sig[n:], "big"))
+    key.verify(der, digest, utils.Prehashed(alg))
+
+
+EDWARDS_PRIVATE = (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
+EDWARDS_PUBLIC = (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+
+
+def _eddsa_param(param: Any) -> None:
+    """Pure EdDSA only: no parameter, or CK_EDDSA_PARAMS with phFlag false and no context
+    (Ed25519ph/ctx and Ed448ph/contexts are not available from the library)."""
+    if param is None:
+        return
+    if not isinstance(param, dict):
+        raise bad_param("CKM_EDDSA takes CK_EDDSA_PARAMS or no parameter")
+    if param.get("ph") or param.get("context"):
+        raise bad_param("prehashed EdDSA and EdDSA contexts are not supported; use pure EdDSA")
+
+
+def _eddsa_verify(key: Any, data: bytes, sig: bytes) -> None:
+    size = 64 if isinstance(key, ed25519.Ed25519PublicKey) else 114
+    if len(sig) != size:
+        raise DeviceError(ck.CKR_SIGNATURE_LEN_RANGE, f"EdDSA signature must be {size} bytes")
+    key.verify(sig, data)
 
 
 def sign_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
@@ -226,6 +298,14 @@ def sign_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
         if mech in ECDSA_HASHED:
             alg = ECDSA_HASHED[mech]
             return HashThenSign(alg, lambda d: _ecdsa_sign(key, *_ecdsa_digest(key.curve.key_size, d)))
+    if key_type == ck.CKK_DSA and isinstance(key, dsa.DSAPrivateKey):
+        if mech == ck.CKM_DSA:
+            return WholeInput(lambda d: _dsa_sign(key, d))
+        if mech in DSA_HASHED:
+            return HashThenSign(DSA_HASHED[mech], lambda d: _dsa_sign(key, d))
+    if key_type == ck.CKK_EC_EDWARDS and isinstance(key, EDWARDS_PRIVATE) and mech == ck.CKM_EDDSA:
+        _eddsa_param(param)
+        return WholeInput(key.sign, single_only=False)
     if mech in ASYMMETRIC_SIGN:
         raise key_type_inconsistent(mech)
     raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech, 'CKM_')} cannot sign")
@@ -274,6 +354,15 @@ def verify_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
             return WholeInput(fn)
         if mech in ECDSA_HASHED:
             return HashThenSign(ECDSA_HASHED[mech], fn)
+    if key_type == ck.CKK_DSA and isinstance(key, dsa.DSAPublicKey):
+        fn = _checked_verify(lambda d, sig: _dsa_verify(key, d, sig))
+        if mech == ck.CKM_DSA:
+            return WholeInput(fn)
+        if mech in DSA_HASHED:
+            return HashThenSign(DSA_HASHED[mech], fn)
+    if key_type == ck.CKK_EC_EDWARDS and isinstance(key, EDWARDS_PUBLIC) and mech == ck.CKM_EDDSA:
+        _eddsa_param(param)
+        return WholeInput(_checked_verify(lambda d, sig: _eddsa_verify(key, d, sig)), single_only=False)
     if mech in ASYMMETRIC_SIGN:
         raise key_type_inconsistent(mech)
     raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech, 'CKM_')} cannot verify")
@@ -281,11 +370,42 @@ def verify_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
 
 # ---------------------------------------------------------------- MAC contexts
 
-class Mac:
-    __slots__ = ("h", "length")
+class CbcMac:
+    """ISO 9797-1 MAC algorithm 1 (CBC-MAC, zero IV, data padded with zero bytes): the MAC of
+    CKM_AES_MAC and CKM_DES3_MAC; the output is the last cipher block."""
+    __slots__ = ("enc", "block", "buf", "last", "seen")
 
-    def __init__(self, key: bytes, alg: type[hashes.HashAlgorithm], length: int) -> None:
-        self.h = _hmac.new(key, digestmod=alg.name.replace("-", "").lower() if alg is not hashes.SHA1 else "sha1")
+    def __init__(self, algorithm: Any, block: int) -> None:
+        self.enc = Cipher(algorithm, modes.CBC(bytes(block))).encryptor()
+        self.block = block
+        self.buf = b""
+        self.last = b""
+        self.seen = False
+
+    def update(self, data: bytes) -> None:
+        if not data:
+            return
+        self.seen = True
+        data = self.buf + data
+        whole = len(data) - len(data) % self.block
+        if whole:
+            out = self.enc.update(data[:whole])
+            self.last = out[-self.block:]
+        self.buf = data[whole:]
+
+    def finalize(self) -> bytes:
+        if self.buf or not self.seen:
+            self.last = self.enc.update(self.buf.ljust(self.block, b"\x00"))[-self.block:]
+        return self.last
+
+
+class Mac:
+    """A MAC context for GPMC / GPMV: HMAC, CMAC or CBC-MAC, cut to `length` bytes."""
+    __slots__ = ("h", "finish", "length")
+
+    def __init__(self, h: Any, finish: Any, length: int) -> None:
+        self.h = h
+        self.finish = finish
         self.length = length
 
     def update(self, data: bytes) -> None:
@@ -294,7 +414,7 @@ class Mac:
     def final(self, data: bytes = b"", sig: bytes | None = None) -> bytes | None:
         if data:
             self.h.update(data)
-        mac = self.h.digest()[: self.length]
+        mac = self.finish()[: self.length]
         if sig is None:
             return mac
         if len(sig) != self.length:
@@ -304,18 +424,37 @@ class Mac:
         return None
 
 
+def _mac_length(mech: int, param: Any, full: int) -> int:
+    if not isinstance(param, int) or not 1 <= param <= full:
+        raise bad_param(f"{ck.name(mech, 'CKM_')} needs CK_MAC_GENERAL_PARAMS from 1 to {full}")
+    return param
+
+
 def mac_context(mech: int, param: Any, key: bytes, key_type: int) -> Mac:
-    if key_type != ck.CKK_GENERIC_SECRET and mech in MAC_MECHS:
-        # Any secret key may be used for HMAC only when it is a generic secret.
-        raise key_type_inconsistent(mech)
-    if mech in HMACS:
-        alg = HMACS[mech]
-        return Mac(key, alg, alg.digest_size)
-    if mech in HMAC_GENERAL:
-        alg = HMAC_GENERAL[mech]
-        if not isinstance(param, int) or not 1 <= param <= alg.digest_size:
-            raise bad_param("CK_MAC_GENERAL_PARAMS out of range")
-        return Mac(key, alg, param)
+    if mech in HMACS or mech in HMAC_GENERAL:
+        name, own_type = HMACS[HMAC_GENERAL.get(mech, mech)]
+        if key_type not in (ck.CKK_GENERIC_SECRET, own_type):
+            # HMAC takes generic secrets and the key type named for its hash.
+            raise key_type_inconsistent(mech)
+        h = _hmac.new(key, digestmod=name)
+        length = _mac_length(mech, param, h.digest_size) if mech in HMAC_GENERAL else h.digest_size
+        return Mac(h, h.digest, length)
+    if mech in BLOCK_MACS:
+        family, is_cmac, general = BLOCK_MACS[mech]
+        if family == "aes":
+            if key_type != ck.CKK_AES:
+                raise key_type_inconsistent(mech)
+            algorithm, block = algorithms.AES(key), 16
+        else:
+            if key_type not in (ck.CKK_DES3, ck.CKK_DES2):
+                raise key_type_inconsistent(mech)
+            algorithm, block = TripleDES(key), 8
+        h = cmac.CMAC(algorithm) if is_cmac else CbcMac(algorithm, block)
+        default = block if is_cmac else block // 2
+        length = _mac_length(mech, param, block) if general else default
+        if not general and param not in (None, b""):
+            raise bad_param(f"{ck.name(mech, 'CKM_')} takes no parameter")
+        return Mac(h, h.finalize, length)
     raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech, 'CKM_')} is not a MAC mechanism")
 
 
@@ -366,8 +505,8 @@ class Gcm:
         if not isinstance(param, dict):
             raise bad_param("CKM_AES_GCM needs CK_GCM_PARAMS")
         iv, aad, tag_bits = param.get("iv", b""), param.get("aad", b""), param.get("tag_bits", 0)
-        if not 1 <= len(iv) <= 256:
-            raise bad_param("GCM IV must be 1 to 256 bytes")
+        if not 8 <= len(iv) <= 128:  # the spec allows 1 byte up; the library 8 to 128 bytes
+            raise bad_param(f"GCM IV must be 8 to 128 bytes, not {len(iv)}")
         if tag_bits not in (32, 64, 96, 104, 112, 120, 128):
             raise bad_param(f"GCM tag of {tag_bits} bits is not allowed")
         self.tag_len = tag_bits // 8
@@ -410,12 +549,39 @@ def _iv(param: Any, size: int, mech: int) -> bytes:
     return param
 
 
+class Ctr:
+    """CKM_AES_CTR: the counter block's low ulCounterBits bits count blocks and must not wrap."""
+    __slots__ = ("ctx", "room")
+
+    def __init__(self, key: bytes, param: Any) -> None:
+        if not isinstance(param, dict) or len(param.get("cb") or b"") != 16:
+            raise bad_param("CKM_AES_CTR needs CK_AES_CTR_PARAMS")
+        bits = param.get("bits", 0)
+        if not 1 <= bits <= 128:
+            raise bad_param(f"ulCounterBits must be 1 to 128, not {bits}")
+        cb = param["cb"]
+        counter = int.from_bytes(cb, "big") & ((1 << bits) - 1)
+        self.room = ((1 << bits) - counter) * 16  # bytes before the counter would wrap
+        self.ctx = Cipher(algorithms.AES(key), modes.CTR(cb)).encryptor()
+
+    def update(self, data: bytes) -> bytes:
+        if len(data) > self.room:
+            raise data_len("the CTR counter would wrap (ulCounterBits too small for this much data)")
+        self.room -= len(data)
+        return self.ctx.update(data)
+
+    def final(self, data: bytes = b"") -> bytes:
+        return (self.update(data) if data else b"") + self.ctx.finalize()
+
+
 def symmetric_context(mech: int, param: Any, key: bytes, key_type: int, decrypt: bool) -> Any:
-    if mech in AES_BLOCK_MECHS or mech == ck.CKM_AES_GCM:
+    if mech in AES_BLOCK_MECHS or mech in (ck.CKM_AES_GCM, ck.CKM_AES_CTR):
         if key_type != ck.CKK_AES:
             raise key_type_inconsistent(mech)
         if mech == ck.CKM_AES_GCM:
             return Gcm(key, param, decrypt)
+        if mech == ck.CKM_AES_CTR:
+            return Ctr(key, param)
         mode = modes.ECB() if mech == ck.CKM_AES_ECB else modes.CBC(_iv(param, 16, mech))
         return BlockCipher(Cipher(algorithms.AES(key), mode), 16, mech == ck.CKM_AES_CBC_PAD, decrypt)
     if mech in DES3_BLOCK_MECHS:
@@ -509,3 +675,42 @@ def aes_unwrap(mech: int, param: Any, kek: bytes, data: bytes) -> bytes:
         return aes_key_unwrap_with_padding(kek, data)
     except (InvalidUnwrap, ValueError):
         raise DeviceError(ck.CKR_WRAPPED_KEY_INVALID, "wrapped key does not unwrap under this key") from None
+
+
+# ---------------------------------------------------------------- wrapping with block ciphers
+
+PADDED_BLOCK_MECHS = {ck.CKM_AES_CBC_PAD, ck.CKM_DES3_CBC_PAD}
+BLOCK_WRAP_MECHS = AES_BLOCK_MECHS | DES3_BLOCK_MECHS
+
+
+def _block_of(mech: int) -> int:
+    return 16 if mech in AES_BLOCK_MECHS else 8
+
+
+def block_wrap(mech: int, param: Any, kek: bytes, kek_type: int, data: bytes) -> bytes:
+    """Wrap with ECB, CBC or CBC_PAD. Without padding the key is padded with zero bytes to a
+    whole block (the spec's rule); the unwrapper cuts it back with CKA_VALUE_LEN."""
+    try:
+        ctx = symmetric_context(mech, param, kek, kek_type, False)
+    except DeviceError as e:
+        if e.reason == ck.CKR_KEY_TYPE_INCONSISTENT:
+            raise DeviceError(ck.CKR_WRAPPING_KEY_TYPE_INCONSISTENT, e.text) from None
+        raise
+    if mech not in PADDED_BLOCK_MECHS and len(data) % _block_of(mech):
+        data += bytes(_block_of(mech) - len(data) % _block_of(mech))
+    return ctx.final(data)
+
+
+def block_unwrap(mech: int, param: Any, kek: bytes, kek_type: int, blob: bytes) -> bytes:
+    try:
+        ctx = symmetric_context(mech, param, kek, kek_type, True)
+    except DeviceError as e:
+        if e.reason == ck.CKR_KEY_TYPE_INCONSISTENT:
+            raise DeviceError(ck.CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, e.text) from None
+        raise
+    try:
+        return ctx.final(blob)
+    except DeviceError as e:
+        reason = {ck.CKR_ENCRYPTED_DATA_LEN_RANGE: ck.CKR_WRAPPED_KEY_LEN_RANGE,
+                  ck.CKR_ENCRYPTED_DATA_INVALID: ck.CKR_WRAPPED_KEY_INVALID}.get(e.reason, e.reason)
+        raise DeviceError(reason, e.text) from None

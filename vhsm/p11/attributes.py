@@ -33,6 +33,9 @@ RSA_PUBLIC = {ck.CKA_MODULUS, ck.CKA_MODULUS_BITS, ck.CKA_PUBLIC_EXPONENT}
 RSA_PRIVATE_SECRET = {ck.CKA_PRIVATE_EXPONENT, ck.CKA_PRIME_1, ck.CKA_PRIME_2, ck.CKA_EXPONENT_1,
                       ck.CKA_EXPONENT_2, ck.CKA_COEFFICIENT}
 EC_PUBLIC = {ck.CKA_EC_PARAMS, ck.CKA_EC_POINT}
+DSA_DOMAIN = {ck.CKA_PRIME, ck.CKA_SUBPRIME, ck.CKA_BASE}
+DH_DOMAIN = {ck.CKA_PRIME, ck.CKA_BASE}
+DOMAIN_COMMON = COMMON | {ck.CKA_KEY_TYPE, ck.CKA_LOCAL}
 
 ALLOWED: dict[tuple[int, int | None], set[int]] = {
     (ck.CKO_DATA, None): COMMON | {ck.CKA_APPLICATION, ck.CKA_OBJECT_ID, ck.CKA_VALUE},
@@ -50,6 +53,17 @@ ALLOWED: dict[tuple[int, int | None], set[int]] = {
     (ck.CKO_SECRET_KEY, ck.CKK_DES3): SECRET_COMMON,
     (ck.CKO_SECRET_KEY, ck.CKK_DES2): SECRET_COMMON,
     (ck.CKO_SECRET_KEY, ck.CKK_GENERIC_SECRET): SECRET_COMMON,
+    **{(ck.CKO_SECRET_KEY, kt): SECRET_COMMON for kt in (
+        ck.CKK_HKDF, ck.CKK_SHA_1_HMAC, ck.CKK_SHA224_HMAC, ck.CKK_SHA256_HMAC, ck.CKK_SHA384_HMAC,
+        ck.CKK_SHA512_HMAC, ck.CKK_SHA3_224_HMAC, ck.CKK_SHA3_256_HMAC, ck.CKK_SHA3_384_HMAC, ck.CKK_SHA3_512_HMAC)},
+    (ck.CKO_PUBLIC_KEY, ck.CKK_EC_EDWARDS): PUBLIC_COMMON | EC_PUBLIC,
+    (ck.CKO_PRIVATE_KEY, ck.CKK_EC_EDWARDS): PRIVATE_COMMON | {ck.CKA_EC_PARAMS, ck.CKA_VALUE, ck.CKA_EC_POINT},
+    (ck.CKO_PUBLIC_KEY, ck.CKK_DSA): PUBLIC_COMMON | DSA_DOMAIN | {ck.CKA_VALUE},
+    (ck.CKO_PRIVATE_KEY, ck.CKK_DSA): PRIVATE_COMMON | DSA_DOMAIN | {ck.CKA_VALUE},
+    (ck.CKO_PUBLIC_KEY, ck.CKK_DH): PUBLIC_COMMON | DH_DOMAIN | {ck.CKA_VALUE},
+    (ck.CKO_PRIVATE_KEY, ck.CKK_DH): PRIVATE_COMMON | DH_DOMAIN | {ck.CKA_VALUE, ck.CKA_VALUE_BITS},
+    (ck.CKO_DOMAIN_PARAMETERS, ck.CKK_DSA): DOMAIN_COMMON | DSA_DOMAIN | {ck.CKA_PRIME_BITS, ck.CKA_SUBPRIME_BITS},
+    (ck.CKO_DOMAIN_PARAMETERS, ck.CKK_DH): DOMAIN_COMMON | DH_DOMAIN | {ck.CKA_PRIME_BITS},
 }
 
 # Attributes whose clear values are secret: never stored in clear, never in `attrs`.
@@ -68,7 +82,7 @@ FIXED_AFTER_CREATE = DEVICE_SET | {
     ck.CKA_EC_PARAMS, ck.CKA_EC_POINT, ck.CKA_CHECK_VALUE, ck.CKA_CERTIFICATE_TYPE,
     ck.CKA_WRAP_TEMPLATE, ck.CKA_UNWRAP_TEMPLATE, ck.CKA_ALWAYS_AUTHENTICATE, ck.CKA_APPLICATION,
     ck.CKA_OBJECT_ID, ck.CKA_ISSUER, ck.CKA_SERIAL_NUMBER,
-} | RSA_PRIVATE_SECRET
+} | RSA_PRIVATE_SECRET | DSA_DOMAIN | {ck.CKA_PRIME_BITS, ck.CKA_SUBPRIME_BITS, ck.CKA_VALUE_BITS}
 # Attributes that may only move one way: attribute -> the only value it may be set to.
 ONE_WAY = {ck.CKA_SENSITIVE: True, ck.CKA_EXTRACTABLE: False, ck.CKA_WRAP_WITH_TRUSTED: True}
 
@@ -137,6 +151,8 @@ def complete(template: dict[int, Any], cls: int, key_type: int | None, *, local:
         attrs.update({ck.CKA_CERTIFICATE_TYPE: ck.CKC_X_509, ck.CKA_TRUSTED: False, ck.CKA_ID: b"",
                       ck.CKA_CERTIFICATE_CATEGORY: 0, ck.CKA_SUBJECT: b"", ck.CKA_ISSUER: b"",
                       ck.CKA_SERIAL_NUMBER: b"", ck.CKA_START_DATE: b"", ck.CKA_END_DATE: b""})
+    elif cls == ck.CKO_DOMAIN_PARAMETERS:
+        attrs[ck.CKA_KEY_TYPE] = key_type
     else:
         attrs.update({ck.CKA_KEY_TYPE: key_type, ck.CKA_ID: b"", ck.CKA_START_DATE: b"",
                       ck.CKA_END_DATE: b""})
@@ -154,6 +170,8 @@ def complete(template: dict[int, Any], cls: int, key_type: int | None, *, local:
     elif cls == ck.CKO_PUBLIC_KEY:
         attrs[ck.CKA_LOCAL] = local
         attrs[ck.CKA_KEY_GEN_MECHANISM] = mechanism if (local and mechanism is not None) else UNAVAILABLE
+    elif cls == ck.CKO_DOMAIN_PARAMETERS:
+        attrs[ck.CKA_LOCAL] = local
     return attrs
 
 
