@@ -7,12 +7,12 @@ from typing import Any
 from fxpkcs11 import ck, state
 from fxpkcs11.abi import crypto
 from fxpkcs11.abi import marshal as m
+from fxpkcs11.abi.crypto import _init
 from fxpkcs11.abi.objects import ref
-from fxpkcs11.abi.params import read_mechanism
 from fxpkcs11.digest import DigestState
 from fxpkcs11.errors import CKRError
 from fxpkcs11.library import Session
-from fxpkcs11.operations import MULTI, SINGLE, Operation
+from fxpkcs11.operations import MULTI, SINGLE
 from vhsm.excrypt import Tag
 
 # ------------------------------------------------------------------ C_DigestKey
@@ -44,18 +44,6 @@ def C_DigestKey(h_session, h_key) -> int:
 
 # ------------------------------------------------------------------ sign / verify with recovery
 
-def _recover_init(h_session: int, p_mech: Any, h_key: int, kind: str) -> int:
-    s = state.current().session(h_session)
-    mech, param = read_mechanism(p_mech, kind)
-    if kind in s.ops:
-        raise CKRError(ck.CKR_OPERATION_ACTIVE, f"a {kind} operation is already active")
-    code = mech.command(kind)
-    r = s.call(code, {Tag.PHASE: "I", Tag.OBJECT: ref(h_key), Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param,
-                      Tag.SESSION: s.handle})
-    s.ops[kind] = Operation(code, r[Tag.CONTEXT], mech.code)
-    return ck.CKR_OK
-
-
 def _recover(h_session: int, kind: str, data_ptr: Any, data_len: int, buf: Any, plen: Any, tag: str) -> int:
     s = state.current().session(h_session)
     op = s.op(kind)
@@ -83,7 +71,7 @@ def _recover(h_session: int, kind: str, data_ptr: Any, data_len: int, buf: Any, 
 
 
 def C_SignRecoverInit(h_session, p_mechanism, h_key) -> int:
-    return _recover_init(h_session, p_mechanism, h_key, "sign_recover")
+    return _init(h_session, p_mechanism, h_key, "sign_recover")
 
 
 def C_SignRecover(h_session, p_data, ul_data_len, p_signature, pul_len) -> int:
@@ -91,7 +79,7 @@ def C_SignRecover(h_session, p_data, ul_data_len, p_signature, pul_len) -> int:
 
 
 def C_VerifyRecoverInit(h_session, p_mechanism, h_key) -> int:
-    return _recover_init(h_session, p_mechanism, h_key, "verify_recover")
+    return _init(h_session, p_mechanism, h_key, "verify_recover")
 
 
 def C_VerifyRecover(h_session, p_signature, ul_sig_len, p_data, pul_len) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from vhsm import factory
 from vhsm.cli import local_files
 from vhsm.cli.shell import Command, Parser, Shell, UsageError
 from vhsm.commands.catalog import COMMANDS as EXCRYPT_COMMANDS

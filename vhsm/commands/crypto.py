@@ -20,22 +20,18 @@ def _symmetric(decrypt: bool) -> Callable:
     return make
 
 
-def _rsa_encrypt(conn: Any, obj: Any, mech: int, param: Any) -> Any:
-    if mech not in mechs.RSA_CIPHER_MECHS:
-        raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech, 'CKM_')} is not an RSA cipher")
-    key = conn.objects.public_key(obj)
-    if mech == ck.CKM_RSA_PKCS_OAEP:
-        mechs._oaep(param)
-    return mechs.WholeInput(lambda d: mechs.rsa_encrypt(mech, param, key, d))
-
-
-def _rsa_decrypt(conn: Any, obj: Any, mech: int, param: Any) -> Any:
-    if mech not in mechs.RSA_CIPHER_MECHS:
-        raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech, 'CKM_')} is not an RSA cipher")
-    key = conn.objects.load(obj)
-    if mech == ck.CKM_RSA_PKCS_OAEP:
-        mechs._oaep(param)
-    return mechs.WholeInput(lambda d: mechs.rsa_decrypt(mech, param, key, d))
+def _rsa_cipher(decrypt: bool) -> Callable:
+    def make(conn: Any, obj: Any, mech: int, param: Any) -> Any:
+        if mech not in mechs.RSA_CIPHER_MECHS:
+            raise DeviceError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mech, 'CKM_')} is not an RSA cipher")
+        if mech == ck.CKM_RSA_PKCS_OAEP:
+            mechs._oaep(param)  # a bad OAEP parameter fails the init, not the first data call
+        if decrypt:
+            key = conn.objects.load(obj)
+            return mechs.WholeInput(lambda d: mechs.rsa_decrypt(mech, param, key, d))
+        key = conn.objects.public_key(obj)
+        return mechs.WholeInput(lambda d: mechs.rsa_encrypt(mech, param, key, d))
+    return make
 
 
 def _sign(conn: Any, obj: Any, mech: int, param: Any) -> Any:
@@ -54,8 +50,8 @@ def _mac(conn: Any, obj: Any, mech: int, param: Any) -> Any:
 OPERATIONS: dict[str, tuple[int, int, int | None, Callable, bool]] = {
     "GPSE": (ck.CKO_SECRET_KEY, ck.CKA_ENCRYPT, None, _symmetric(False), True),
     "GPSD": (ck.CKO_SECRET_KEY, ck.CKA_DECRYPT, None, _symmetric(True), True),
-    "GPAE": (ck.CKO_PUBLIC_KEY, ck.CKA_ENCRYPT, ck.CKK_RSA, _rsa_encrypt, True),
-    "GPAD": (ck.CKO_PRIVATE_KEY, ck.CKA_DECRYPT, ck.CKK_RSA, _rsa_decrypt, True),
+    "GPAE": (ck.CKO_PUBLIC_KEY, ck.CKA_ENCRYPT, ck.CKK_RSA, _rsa_cipher(False), True),
+    "GPAD": (ck.CKO_PRIVATE_KEY, ck.CKA_DECRYPT, ck.CKK_RSA, _rsa_cipher(True), True),
     "GPAS": (ck.CKO_PRIVATE_KEY, ck.CKA_SIGN, None, _sign, True),
     "GPAV": (ck.CKO_PUBLIC_KEY, ck.CKA_VERIFY, None, _verify, False),
     "GPMC": (ck.CKO_SECRET_KEY, ck.CKA_SIGN, None, _mac, True),
