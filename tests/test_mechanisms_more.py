@@ -719,12 +719,32 @@ def test_aes_gcm_iv_and_tag_lengths(aes, session, ll, iv_len, tag_bits):
                            mechanism_param=pkcs11.GCMParams(iv, aad, tag_bits)) == data
 
 
+@pytest.mark.parametrize("iv_len", [1, 7, 129, 256])
+def test_aes_gcm_ivs_the_crypto_library_refuses(aes, session, ll, iv_len):
+    """Short and long IVs go through the device's own GHASH: checked against the SP 800-38D
+    construction (gcm.py is itself checked against the library where both apply)."""
+    from vhsm.crypto import gcm
+    key, value = aes
+    iv, aad, data = os.urandom(iv_len), b"hdr", os.urandom(37)
+    want = gcm.encrypt(value, iv, aad, data, 16)
+    assert ll.init("Encrypt", session.handle, ck.CKM_AES_GCM, key.handle, gcm_params(iv, aad, 128)) == CKR_OK
+    rv, _, out = ll.output_call("C_Encrypt", session.handle, data, 128)
+    assert rv == CKR_OK and out == want
+    assert ll.init("Decrypt", session.handle, ck.CKM_AES_GCM, key.handle, gcm_params(iv, aad, 128)) == CKR_OK
+    rv, _, back = ll.output_call("C_Decrypt", session.handle, want, 128)
+    assert rv == CKR_OK and back == data
+    tampered = want[:-1] + bytes([want[-1] ^ 1])
+    assert ll.init("Decrypt", session.handle, ck.CKM_AES_GCM, key.handle, gcm_params(iv, aad, 128)) == CKR_OK
+    assert ll.output_call("C_Decrypt", session.handle, tampered, 128)[0] == ck.CKR_ENCRYPTED_DATA_INVALID
+
+
 def test_aes_gcm_parameter_limits(aes, session, ll):
     key, _ = aes
-    for iv_len, tag in [(16, 128), (128, 96), (7, 128), (129, 128), (12, 100), (12, 0), (12, 136)]:
+    for iv_len, tag in [(16, 128), (128, 96), (7, 128), (129, 128), (0, 128), (257, 128), (12, 100), (12, 0),
+                        (12, 136)]:
         p = gcm_params(bytes(iv_len), b"", tag)
         rv = ll.init("Encrypt", session.handle, ck.CKM_AES_GCM, key.handle, p)
-        ok = 8 <= iv_len <= 128 and tag in (32, 64, 96, 104, 112, 120, 128)
+        ok = 1 <= iv_len <= 256 and tag in (32, 64, 96, 104, 112, 120, 128)
         assert rv == (CKR_OK if ok else ck.CKR_MECHANISM_PARAM_INVALID), (iv_len, tag)
         if ok:
             assert ll.output_call("C_Encrypt", session.handle, b"abc", 64)[0] == CKR_OK

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.keywrap import (InvalidUnwrap, aes_key_unwra
                                                     aes_key_wrap, aes_key_wrap_with_padding)
 
 from fxpkcs11 import ck
+from vhsm.crypto import gcm
 from vhsm.excrypt import DeviceError
 
 try:
@@ -499,40 +500,49 @@ class BlockCipher:
 
 
 class Gcm:
+    """CKM_AES_GCM. IVs of 8 to 128 bytes run in the crypto library; the other lengths the
+    spec allows (1 to 256 bytes) go through vhsm/crypto/gcm.py, which buffers to the end."""
     __slots__ = ("ctx", "tag_len", "decrypt", "buf", "_key", "_iv", "_aad")
 
     def __init__(self, key: bytes, param: Any, decrypt: bool) -> None:
         if not isinstance(param, dict):
             raise bad_param("CKM_AES_GCM needs CK_GCM_PARAMS")
         iv, aad, tag_bits = param.get("iv", b""), param.get("aad", b""), param.get("tag_bits", 0)
-        if not 8 <= len(iv) <= 128:  # the spec allows 1 byte up; the library 8 to 128 bytes
-            raise bad_param(f"GCM IV must be 8 to 128 bytes, not {len(iv)}")
+        if not 1 <= len(iv) <= 256:
+            raise bad_param(f"GCM IV must be 1 to 256 bytes, not {len(iv)}")
         if tag_bits not in (32, 64, 96, 104, 112, 120, 128):
             raise bad_param(f"GCM tag of {tag_bits} bits is not allowed")
         self.tag_len = tag_bits // 8
         self.decrypt = decrypt
         self.buf = bytearray()
-        self.ctx = Cipher(algorithms.AES(key), modes.GCM(iv, min_tag_length=4)).encryptor() if not decrypt else None
-        if not decrypt:
+        self._key, self._iv, self._aad = key, iv, aad
+        self.ctx = None
+        if not decrypt and 8 <= len(iv) <= 128:
+            self.ctx = Cipher(algorithms.AES(key), modes.GCM(iv, min_tag_length=4)).encryptor()
             if aad:
                 self.ctx.authenticate_additional_data(aad)
-        else:
-            self._key, self._iv, self._aad = key, iv, aad
 
     def update(self, data: bytes) -> bytes:
-        if self.decrypt:  # the tag is the input's tail: release nothing before final
+        if self.ctx is None:  # decrypting (the tag is the input's tail), or an IV only gcm.py takes
             self.buf += data
             return b""
         return self.ctx.update(data)
 
     def final(self, data: bytes = b"") -> bytes:
-        if not self.decrypt:
+        if self.ctx is not None:
             out = self.ctx.update(data) if data else b""
             out += self.ctx.finalize()
             return out + self.ctx.tag[: self.tag_len]
         self.buf += data
+        if not self.decrypt:
+            return gcm.encrypt(self._key, self._iv, self._aad, bytes(self.buf), self.tag_len)
         if len(self.buf) < self.tag_len:
             raise DeviceError(ck.CKR_ENCRYPTED_DATA_LEN_RANGE, "input shorter than the GCM tag")
+        if not 8 <= len(self._iv) <= 128:
+            out = gcm.decrypt(self._key, self._iv, self._aad, bytes(self.buf), self.tag_len)
+            if out is None:
+                raise DeviceError(ck.CKR_ENCRYPTED_DATA_INVALID, "GCM tag does not verify")
+            return out
         ct, tag = bytes(self.buf[: -self.tag_len]), bytes(self.buf[-self.tag_len:])
         dec = Cipher(algorithms.AES(self._key), modes.GCM(self._iv, tag, min_tag_length=4)).decryptor()
         if self._aad:
