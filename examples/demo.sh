@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-demo="$root/.demo"
+demo="${DEMO_DIR:-$root/.demo}"
 vhsm="$root/.venv/bin/vhsm"
 lib=$("$root/.venv/bin/python" -m fxpkcs11 module-path)
 rm -rf "$demo"
@@ -39,7 +39,7 @@ export FXPKCS11_CFG="$demo/fxpkcs11.cfg"
 step "4. pkcs11-tool against it"
 p11() { run pkcs11-tool --module "$lib" "$@"; }
 p11 --list-slots
-p11 --list-mechanisms | head -12
+p11 --list-mechanisms | sed -n 1,12p  # sed reads it all: no SIGPIPE under pipefail
 p11 --login --pin safest --keypairgen --key-type rsa:2048 --label demo-rsa --id 01
 echo "data to sign, $(date)" > "$demo/data.txt"
 p11 --login --pin safest --sign --mechanism SHA256-RSA-PKCS --label demo-rsa --input-file "$demo/data.txt" --output-file "$demo/data.sig"
