@@ -11,8 +11,11 @@ import ctypes
 import os
 from typing import Any
 
+import pytest
+
 from fxpkcs11 import ck
-from integration_fixtures import CK_ATTRIBUTE, CK_ULONG, LowLevel, P11Env, make_env, ulong_bytes
+from support import PIN
+from integration_fixtures import CK_ATTRIBUTE, CK_ULONG, LowLevel, P11Env, make_env, ulong_bytes, use_config
 
 SO_NAME = "crypto1-so"
 SO_PIN = "so-secret"
@@ -245,3 +248,32 @@ class Raw(LowLevel):
 
 def uniq(prefix: str) -> str:
     return f"{prefix}-{os.urandom(4).hex()}"
+
+
+# ------------------------------------------------------------------ fixtures shared by the conformance tests
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return conformance_env(str(tmp_path_factory.mktemp("conformance")))
+
+
+@pytest.fixture(scope="module")
+def raw(env):
+    use_config(env.cfg)
+    return Raw()
+
+
+@pytest.fixture(scope="module")
+def h(raw):
+    rv, handle = raw.open_session(rw=True)
+    assert rv == 0
+    assert raw.login(handle, PIN) in (0, ck.CKR_USER_ALREADY_LOGGED_IN)
+    yield handle
+    raw.close_session(handle)
+
+
+@pytest.fixture
+def relogin(raw, h):
+    yield
+    raw.logout(h)
+    assert raw.login(h, PIN) == 0

@@ -14,35 +14,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fxpkcs11 import ck
 from integration_fixtures import CK_ULONG, use_config
-from p11raw import SO_NAME, SO_PIN, Raw, conformance_env, uniq
+from p11raw import Raw, SO_NAME, SO_PIN, conformance_env, env, h, raw, relogin, uniq  # noqa: F401 (fixtures)
 from support import PIN
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return conformance_env(str(tmp_path_factory.mktemp("conformance")))
-
-
-@pytest.fixture(scope="module")
-def raw(env):
-    use_config(env.cfg)
-    return Raw()
-
-
-@pytest.fixture(scope="module")
-def h(raw):
-    rv, handle = raw.open_session(rw=True)
-    assert rv == 0
-    assert raw.login(handle, PIN) in (0, ck.CKR_USER_ALREADY_LOGGED_IN)
-    yield handle
-    raw.close_session(handle)
-
-
-@pytest.fixture
-def relogin(raw, h):
-    yield
-    raw.logout(h)
-    assert raw.login(h, PIN) == 0
 
 
 def rsa_public_numbers(raw, h, pub):

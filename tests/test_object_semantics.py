@@ -17,37 +17,10 @@ from cryptography.x509.oid import NameOID
 
 from fxpkcs11 import ck
 from integration_fixtures import CK_ATTRIBUTE, CK_ULONG, CK_UNAVAILABLE_INFORMATION, ulong_bytes, use_config
-from p11raw import SO_PIN, Raw, conformance_env
+from p11raw import Raw, SO_PIN, conformance_env, env, h, raw, relogin  # noqa: F401 (fixtures)
 from support import PIN
 
 ATTR_SIZE = ctypes.sizeof(CK_ATTRIBUTE)
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return conformance_env(str(tmp_path_factory.mktemp("semantics")))
-
-
-@pytest.fixture(scope="module")
-def raw(env):
-    use_config(env.cfg)
-    return Raw()
-
-
-@pytest.fixture(scope="module")
-def h(raw):
-    rv, handle = raw.open_session(rw=True)
-    assert rv == 0
-    assert raw.login(handle, PIN) in (0, ck.CKR_USER_ALREADY_LOGGED_IN)
-    yield handle
-    raw.close_session(handle)
-
-
-@pytest.fixture
-def relogin(raw, h):
-    yield
-    raw.logout(h)
-    assert raw.login(h, PIN) == 0
 
 
 def make_cert() -> tuple[bytes, x509.Certificate]:
