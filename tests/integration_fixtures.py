@@ -29,7 +29,7 @@ if HERE not in sys.path:
 
 from support import LIB, PIN, ROOT, build_library, child_env, make_state, write_config  # noqa: E402
 
-CK_ULONG = ctypes.c_ulong
+from fxpkcs11.tools.p11 import CK_ULONG  # noqa: E402
 CK_UNAVAILABLE_INFORMATION = (1 << (8 * ctypes.sizeof(CK_ULONG))) - 1
 
 
@@ -125,31 +125,9 @@ def run_child(cfg: str, code: str, *, timeout: float = 180, check: bool = True, 
 
 # ------------------------------------------------------------------ direct C calls
 
-class CK_SESSION_INFO(ctypes.Structure):
-    _fields_ = [("slotID", CK_ULONG), ("state", CK_ULONG), ("flags", CK_ULONG), ("ulDeviceError", CK_ULONG)]
-
-
-class CK_MECHANISM(ctypes.Structure):
-    _fields_ = [("mechanism", CK_ULONG), ("pParameter", ctypes.c_void_p), ("ulParameterLen", CK_ULONG)]
-
-
-class CK_ATTRIBUTE(ctypes.Structure):
-    _fields_ = [("type", CK_ULONG), ("pValue", ctypes.c_void_p), ("ulValueLen", CK_ULONG)]
-
-
-class CK_VERSION(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte)]
-
-
-class CK_TOKEN_INFO(ctypes.Structure):
-    _fields_ = [("label", ctypes.c_char * 32), ("manufacturerID", ctypes.c_char * 32),
-                ("model", ctypes.c_char * 16), ("serialNumber", ctypes.c_char * 16), ("flags", CK_ULONG),
-                ("ulMaxSessionCount", CK_ULONG), ("ulSessionCount", CK_ULONG),
-                ("ulMaxRwSessionCount", CK_ULONG), ("ulRwSessionCount", CK_ULONG),
-                ("ulMaxPinLen", CK_ULONG), ("ulMinPinLen", CK_ULONG),
-                ("ulTotalPublicMemory", CK_ULONG), ("ulFreePublicMemory", CK_ULONG),
-                ("ulTotalPrivateMemory", CK_ULONG), ("ulFreePrivateMemory", CK_ULONG),
-                ("hardwareVersion", CK_VERSION), ("firmwareVersion", CK_VERSION), ("utcTime", ctypes.c_char * 16)]
+# The C structs come from the project's one ctypes declaration of them (PKCS11Manager's).
+from fxpkcs11.tools.p11 import (CK_ATTRIBUTE, CK_MECHANISM, CK_SESSION_INFO, CK_TOKEN_INFO,  # noqa: E402,F401
+                                CK_VERSION)
 
 
 class LowLevel:
@@ -269,3 +247,18 @@ def ulong_bytes(v: int) -> bytes:
 
 def pss_params(hash_mech: int, mgf: int, salt: int) -> bytes:
     return ulong_bytes(hash_mech) + ulong_bytes(mgf) + ulong_bytes(salt)
+
+
+def logged_in_session(token):
+    """A logged-in R/W session for a module fixture; login state is per token, so another
+    module may have left it logged in already."""
+    import pkcs11.exceptions as E
+    try:
+        s = token.open(rw=True, user_pin=PIN)
+    except E.UserAlreadyLoggedIn:
+        s = token.open(rw=True)
+    yield s
+    try:
+        s.close()
+    except E.PKCS11Error:
+        pass

@@ -26,7 +26,8 @@ from pkcs11 import KDF, MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as E
 
 from fxpkcs11 import ck, mechs
-from integration_fixtures import CK_ATTRIBUTE, CK_ULONG, LowLevel, p11_env, ulong_bytes, use_config  # noqa: F401
+from integration_fixtures import (CK_ATTRIBUTE, CK_ULONG, LowLevel, logged_in_session, p11_env,  # noqa: F401
+                                  ulong_bytes, use_config)
 from support import PIN
 
 try:
@@ -58,16 +59,7 @@ def lib(p11_env):
 
 @pytest.fixture(scope="module")
 def session(lib):
-    token = lib.get_token(token_label="Futurex")
-    try:
-        s = token.open(rw=True, user_pin=PIN)
-    except E.UserAlreadyLoggedIn:
-        s = token.open(rw=True)
-    yield s
-    try:
-        s.close()
-    except E.PKCS11Error:
-        pass
+    yield from logged_in_session(lib.get_token(token_label="Futurex"))
 
 
 @pytest.fixture(scope="module")

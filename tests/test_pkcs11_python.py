@@ -26,6 +26,7 @@ from pkcs11 import exceptions as E
 from fxpkcs11 import ck, mechs
 from integration_fixtures import (CK_UNAVAILABLE_INFORMATION, LowLevel, p11_env, pss_params,  # noqa: F401
                                   run_child, use_config)
+from integration_fixtures import logged_in_session
 from support import PIN
 
 try:
@@ -48,16 +49,7 @@ def token(lib):
 
 @pytest.fixture(scope="module")
 def session(token):
-    """The module's logged-in R/W session. Login state is per token (all sessions share it)."""
-    try:
-        s = token.open(rw=True, user_pin=PIN)
-    except E.UserAlreadyLoggedIn:  # another module's session left the token logged in
-        s = token.open(rw=True)
-    yield s
-    try:
-        s.close()
-    except E.PKCS11Error:
-        pass
+    yield from logged_in_session(token)
 
 
 @pytest.fixture(scope="module")
