@@ -5,15 +5,8 @@
 #   examples/java/run.sh                  # a fresh embedded vHSM (examples/python/setup_vhsm.py)
 #   examples/java/run.sh fxpkcs11.cfg     # the slot(s) of that configuration, e.g. `vhsm serve`
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/../.." && pwd); py="$root/.venv/bin/python"
-work=${FX_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/fx-java.XXXXXX")}; mkdir -p "$work"; cd "$work"
-if [ $# -ge 1 ]; then cfg=$(realpath "$1"); else cfg=$("$py" "$root/examples/python/setup_vhsm.py" "$work/vhsm"); fi
-export FXPKCS11_CFG=$cfg
-PIN=${PIN:-safest}
-lib=$("$py" -m fxpkcs11 module-path)
-tag=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
-step() { printf '\n== %s\n' "$*"; }
-p11() { pkcs11-tool --module "$lib" "$@" >/dev/null; }
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../common.sh" java "$@"
 cleanup() {
   for id in ${tag}01 ${tag}02; do for t in privkey pubkey cert; do
     pkcs11-tool --module "$lib" --login --pin "$PIN" --delete-object --type $t --id "$id" >/dev/null 2>&1 || true

@@ -7,16 +7,9 @@
 #
 # PIN: $PIN (default safest). Work files: $FX_WORK (default a new temporary directory).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/../.." && pwd); py="$root/.venv/bin/python"
-work=${FX_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/fx-openssl.XXXXXX")}; mkdir -p "$work"; cd "$work"
-if [ $# -ge 1 ]; then cfg=$(realpath "$1"); else cfg=$("$py" "$root/examples/python/setup_vhsm.py" "$work/vhsm"); fi
-export FXPKCS11_CFG=$cfg
-PIN=${PIN:-safest}
-lib=$("$py" -m fxpkcs11 module-path)
-tag=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')      # unique labels and IDs: a served vHSM keeps its keys
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../common.sh" openssl "$@"
 rsa_id=${tag}01 ec_id=${tag}02 rsa=ossl-rsa-$tag ec=ossl-ec-$tag
-step() { printf '\n== %s\n' "$*"; }
-p11() { pkcs11-tool --module "$lib" "$@" >/dev/null; }
 cleanup() {
   for id in "$rsa_id" "$ec_id"; do for t in privkey pubkey; do
     pkcs11-tool --module "$lib" --login --pin "$PIN" --delete-object --type $t --id "$id" >/dev/null 2>&1 || true

@@ -9,15 +9,9 @@
 # The module file goes to a temporary XDG_CONFIG_HOME unless FX_P11KIT_INSTALL=user
 # (then to ~/.config/pkcs11/modules, where it stays).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd); root=$(cd "$here/../.." && pwd); py="$root/.venv/bin/python"
-work=${FX_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/fx-p11kit.XXXXXX")}; mkdir -p "$work"; cd "$work"
-if [ $# -ge 1 ]; then cfg=$(realpath "$1"); else cfg=$("$py" "$root/examples/python/setup_vhsm.py" "$work/vhsm"); fi
-export FXPKCS11_CFG=$cfg
-PIN=${PIN:-safest}
-lib=$("$py" -m fxpkcs11 module-path)
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/../common.sh" p11kit "$@"
 proxy=/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so
-tag=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
-step() { printf '\n== %s\n' "$*"; }
 cleanup() {
   for t in privkey pubkey; do
     pkcs11-tool --module "$lib" --login --pin "$PIN" --delete-object --type $t --id ${tag}01 >/dev/null 2>&1 || true
