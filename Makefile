@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 LIB := fxpkcs11/lib/libfxpkcs11.so
 
-.PHONY: demo test build bench apt clean
+.PHONY: demo test build bench stress apt clean
 
 demo: build
 	bash examples/demo.sh
@@ -32,6 +32,9 @@ $(LIB): $(VENV)/.stamp native/shim.c native/pkcs11.h native/functions.h native/b
 
 bench: build
 	bash benchmarks/run.sh
+
+stress: build
+	bash tests/stress/run.sh $(PARTS)
 
 clean:
 	rm -rf $(VENV) fxpkcs11/lib build *.egg-info .demo
