@@ -1,45 +1,42 @@
 #!/usr/bin/env bash
-# Runs p11bench against this module (embedded vHSM) and against SoftHSMv2 in one go, with
-# the same ops and seconds, and prints one table with the ratios.
-#   benchmarks/run.sh [--seconds S] [--ops a,b] [--threads T] [--write]
-# --write also records the table in benchmarks/README.md.
+# Runs p11bench against this module (embedded vHSM, and over TLS to a local `vhsm serve`) and
+# against SoftHSMv2 in one go, with the same ops and seconds; measures the ceiling (the same
+# crypto called directly on `cryptography`); then the scaling figures: two client threads,
+# `vhsm serve --workers 2`, and a partition holding 100,000 token objects. Prints one report.
+#   benchmarks/run.sh [--seconds S] [--ops a,b] [--threads T] [--objects N] [--table-only] [--write]
+# --write also records the report in benchmarks/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-seconds=2 ops="" threads=1 write=0
+py=$root/.venv/bin/python
+seconds=2 ops="" threads=1 write=0 objects=100000 extras=1
+usage() { echo "usage: benchmarks/run.sh [--seconds S] [--ops a,b] [--threads T] [--objects N] [--table-only] [--write]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --seconds) seconds=$2; shift 2 ;;
-    --ops) ops=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
+    --seconds) [ $# -ge 2 ] || usage; seconds=$2; shift 2 ;;
+    --ops) [ $# -ge 2 ] || usage; ops=$2; shift 2 ;;
+    --threads) [ $# -ge 2 ] || usage; threads=$2; shift 2 ;;
+    --objects) [ $# -ge 2 ] || usage; objects=$2; shift 2 ;;
+    --table-only) extras=0; shift ;;
     --write) write=1; shift ;;
-    *) echo "usage: benchmarks/run.sh [--seconds S] [--ops a,b] [--threads T] [--write]" >&2; exit 2 ;;
+    *) usage ;;
   esac
 done
 src=${P11BENCH_DIR:-$root/../shared/tools/p11bench}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
 cc -O2 -Wall -o "$work/p11bench" "$src/p11bench.c" -ldl -lpthread
-args=(--seconds "$seconds" --threads "$threads" --json)
+bench() {  # bench CFG OUT [p11bench args...]
+  local cfg=$1 out=$2; shift 2
+  FXPKCS11_CFG="$cfg" "$work/p11bench" --module "$root/fxpkcs11/lib/libfxpkcs11.so" --pin benchpin --json "$@" > "$out"
+}
+args=(--seconds "$seconds" --threads "$threads")
 [ -n "$ops" ] && args+=(--ops "$ops")
 
-# this module, embedded
+# A partition for the benchmark, its embedded config, and a client identity for TLS.
 "$root/.venv/bin/vhsm" --state "$work/state" -f benchmarks/bench-setup.fxcli >/dev/null
-cat > "$work/fxpkcs11.cfg" <<CFG
-<HSM>
-  <SLOT> 0 </SLOT>
-  <LABEL> Futurex </LABEL>
-  <CRYPTO-OPR> bench </CRYPTO-OPR>
-  <VHSM-STATE> $work/state </VHSM-STATE>
-</HSM>
-<LOG-FILE> $work/fxpkcs11.log </LOG-FILE>
-<LOG-MODE> ERROR </LOG-MODE>
-CFG
-FXPKCS11_CFG="$work/fxpkcs11.cfg" "$work/p11bench" --module "$root/fxpkcs11/lib/libfxpkcs11.so" \
-  --pin benchpin "${args[@]}" > "$work/ours.json"
-
-# this module over TLS to a local `vhsm serve` on the same state
-port=$("$root/.venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$work" && openssl genrsa -out client.key 2048 2>/dev/null && \
   openssl req -new -key client.key -out client.csr -subj "/CN=bench" 2>/dev/null)
 "$root/.venv/bin/vhsm" --state "$work/state" -f /dev/stdin >/dev/null <<ADMIN
@@ -48,17 +45,26 @@ login user -u Admin2 -p Admin2-Pass
 tls-ports export -p "Excrypt Port" --ca-out $work/ca.pem
 tls-ports client-cert -p "Excrypt Port" --csr $work/client.csr --out $work/client.pem
 ADMIN
-"$root/.venv/bin/vhsm" --state "$work/state" serve --port "$port" --admin-port -1 --log-level ERROR \
-  --detach --pid-file "$work/serve.pid" --log-file "$work/serve.log"
-for _ in $(seq 50); do [ -s "$work/serve.pid" ] && break; sleep 0.1; done
-trap 'kill "$(cat "$work/serve.pid" 2>/dev/null)" 2>/dev/null; rm -rf "$work"' EXIT
-cat > "$work/tls.cfg" <<CFG
+embedded_cfg() {  # embedded_cfg FILE STATE
+  cat > "$1" <<CFG
+<HSM>
+  <SLOT> 0 </SLOT>
+  <LABEL> Futurex </LABEL>
+  <CRYPTO-OPR> bench </CRYPTO-OPR>
+  <VHSM-STATE> $2 </VHSM-STATE>
+</HSM>
+<LOG-FILE> $work/fxpkcs11.log </LOG-FILE>
+<LOG-MODE> ERROR </LOG-MODE>
+CFG
+}
+tls_cfg() {  # tls_cfg FILE PORT
+  cat > "$1" <<CFG
 <HSM>
   <SLOT> 0 </SLOT>
   <LABEL> Futurex </LABEL>
   <CRYPTO-OPR> bench </CRYPTO-OPR>
   <ADDRESS> 127.0.0.1 </ADDRESS>
-  <PROD-PORT> $port </PROD-PORT>
+  <PROD-PORT> $2 </PROD-PORT>
   <PROD-TLS-CA> $work/ca.pem </PROD-TLS-CA>
   <PROD-TLS-CERT> $work/client.pem </PROD-TLS-CERT>
   <PROD-TLS-KEY> $work/client.key </PROD-TLS-KEY>
@@ -66,8 +72,26 @@ cat > "$work/tls.cfg" <<CFG
 <LOG-FILE> $work/fxpkcs11-tls.log </LOG-FILE>
 <LOG-MODE> ERROR </LOG-MODE>
 CFG
-FXPKCS11_CFG="$work/tls.cfg" "$work/p11bench" --module "$root/fxpkcs11/lib/libfxpkcs11.so" \
-  --pin benchpin "${args[@]}" > "$work/tls.json"
+}
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+serve() {  # serve NAME STATE [vhsm serve args...]: starts a server, prints its port
+  local name=$1 state=$2 port; shift 2
+  port=$(free_port)
+  "$root/.venv/bin/vhsm" --state "$state" serve --port "$port" --admin-port -1 --log-level ERROR \
+    --detach --pid-file "$work/$name.pid" --log-file "$work/$name.log" "$@"
+  for _ in $(seq 100); do [ -s "$work/$name.pid" ] && break; sleep 0.1; done
+  pids+=("$(cat "$work/$name.pid")")
+  echo "$port"
+}
+stop() { kill "$(cat "$work/$1.pid")" 2>/dev/null || true; sleep 0.5; }
+
+embedded_cfg "$work/fxpkcs11.cfg" "$work/state"
+bench "$work/fxpkcs11.cfg" "$work/ours.json" "${args[@]}"
+
+port=$(serve tls "$work/state")
+tls_cfg "$work/tls.cfg" "$port"
+bench "$work/tls.cfg" "$work/tls.json" "${args[@]}"
+stop tls
 
 # SoftHSMv2 on a throw-away token, as ../shared/tools/p11bench/softhsm-baseline.sh does
 mkdir -p "$work/softhsm/tokens"
@@ -75,8 +99,47 @@ printf 'directories.tokendir = %s/softhsm/tokens\nobjectstore.backend = file\nlo
   > "$work/softhsm/softhsm2.conf"
 export SOFTHSM2_CONF=$work/softhsm/softhsm2.conf
 softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
-"$work/p11bench" --module /usr/lib/softhsm/libsofthsm2.so --pin 1234 "${args[@]}" > "$work/softhsm.json"
+"$work/p11bench" --module /usr/lib/softhsm/libsofthsm2.so --pin 1234 --json "${args[@]}" > "$work/softhsm.json"
 
-report=(--ours "$work/ours.json" --tls "$work/tls.json" --softhsm "$work/softhsm.json" --seconds "$seconds" --threads "$threads")
+ceiling_ops=${ops:-rsa2048-sign,rsa2048-verify,ecdsa-p256-sign,aes256-cbc-16,aes256-cbc-64k,hmac-sha256-64}
+"$py" benchmarks/ceiling.py --seconds "$seconds" --ops "$ceiling_ops" > "$work/ceiling.json"
+report=(--ours "$work/ours.json" --tls "$work/tls.json" --softhsm "$work/softhsm.json" --ceiling "$work/ceiling.json"
+        --seconds "$seconds" --threads "$threads")
+
+if [ "$extras" = 1 ]; then
+  # Threads: the same process, two sessions signing at once.
+  bench "$work/fxpkcs11.cfg" "$work/threads1.json" --seconds "$seconds" --threads 1 --ops rsa2048-sign
+  bench "$work/fxpkcs11.cfg" "$work/threads2.json" --seconds "$seconds" --threads 2 --ops rsa2048-sign
+  report+=(--threads1 "$work/threads1.json" --threads2 "$work/threads2.json")
+  # Cores: one server process against two workers, two client threads each time.
+  if "$root/.venv/bin/vhsm" serve --help 2>&1 | grep -q -- --workers; then
+    for n in 1 2; do
+      port=$(serve "w$n" "$work/state" --workers "$n")
+      tls_cfg "$work/w$n.cfg" "$port"
+      bench "$work/w$n.cfg" "$work/workers$n.json" --seconds "$seconds" --threads 2 --ops rsa2048-sign
+      stop "w$n"
+    done
+    report+=(--workers1 "$work/workers1.json" --workers2 "$work/workers2.json")
+  fi
+  # Objects: a partition holding N token objects.
+  "$root/.venv/bin/vhsm" --state "$work/big" -f benchmarks/bench-setup.fxcli >/dev/null
+  "$py" benchmarks/populate.py "$work/big" Bench "$objects"
+  embedded_cfg "$work/big.cfg" "$work/big"
+  bench "$work/big.cfg" "$work/big.json" --seconds "$seconds" --ops find-by-label
+  "$root/.venv/bin/vhsm" --state "$work/big" -f /dev/stdin >/dev/null <<ADMIN
+login user -u Admin1 -p Admin1-Pass
+login user -u Admin2 -p Admin2-Pass
+tls-ports export -p "Excrypt Port" --ca-out $work/big-ca.pem
+tls-ports client-cert -p "Excrypt Port" --csr $work/client.csr --out $work/big-client.pem
+ADMIN
+  port=$(serve big "$work/big")
+  tls_cfg "$work/big-tls.cfg" "$port"
+  sed -i "s#$work/ca.pem#$work/big-ca.pem#; s#$work/client.pem#$work/big-client.pem#" "$work/big-tls.cfg"
+  bench "$work/big-tls.cfg" "$work/big-tls.json" --seconds "$seconds" --ops find-by-label
+  rss=$(awk '/VmHWM/{print $2}' "/proc/$(cat "$work/big.pid")/status")
+  stop big
+  report+=(--objects "$objects" --big "$work/big.json" --big-tls "$work/big-tls.json" --big-rss-kb "$rss")
+fi
+
 [ "$write" = 1 ] && report+=(--write benchmarks/README.md)
-"$root/.venv/bin/python" benchmarks/report.py "${report[@]}"
+"$py" benchmarks/report.py "${report[@]}"

@@ -23,13 +23,25 @@ from vhsm.excrypt import Tag
 STATE_LIMIT = 1 << 20  # bytes of data kept for C_GetOperationState (and for C_DigestKey)
 
 
+_CONSTRUCTORS: dict[str, Any] = {}
+
+
+def _constructor(name: str) -> Any:
+    """hashlib's own constructor for a name (hashlib.new looks it up on every call)."""
+    fn = _CONSTRUCTORS.get(name)
+    if fn is None:
+        fn = getattr(hashlib, name.replace("-", "_"), None) or (lambda: hashlib.new(name))
+        _CONSTRUCTORS[name] = fn
+    return fn
+
+
 class DigestState:
     """hashlib-like (update, digest, digest_size, copy) so the digest functions use it as is."""
 
     def __init__(self, name: str, mech: int, prefix: bytes = b"") -> None:
         self.name = name
         self.mech = mech
-        self.hash = hashlib.new(name)
+        self.hash = _constructor(name)()
         self.digest_size = self.hash.digest_size
         self.hash.update(prefix)
         self.kept: bytearray | None = bytearray(prefix) if len(prefix) <= STATE_LIMIT else None

@@ -5,9 +5,11 @@ import select
 import socket
 import ssl
 import threading
+import time
 
 from vhsm import wire
-from vhsm.excrypt import Command, Reply
+from vhsm.tlsstream import TlsStream
+from vhsm.excrypt import Command, Reply, Tag
 
 
 def _openssl_err_clear():
@@ -46,6 +48,10 @@ def clear_openssl_errors() -> None:
         _err_clear()
 
 
+# A link that answered this recently cannot have been closed as idle: skip the readability probe.
+FRESH = 0.5
+
+
 class LinkError(Exception):
     """The connection failed or broke; the link cannot be used again."""
 
@@ -67,19 +73,21 @@ class Link:
         except OSError as e:
             raise LinkError(f"{host}:{port}: cannot connect: {e.strerror or e}") from None
         try:
-            raw.settimeout(connect_timeout)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             clear_openssl_errors()
-            self.sock = ctx.wrap_socket(raw)
+            self.sock = TlsStream(raw, ctx, server_side=False, timeout=connect_timeout)
+            self.sock.handshake()
         except (ssl.SSLError, OSError) as e:
             raw.close()
             raise LinkError(f"{host}:{port}: TLS handshake failed: {e}") from None
-        self.sock.settimeout(reply_timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.set_timeout(reply_timeout)
         self.reader = wire.FrameReader()
+        self.last_used = time.monotonic()
+        self.binary = False
         self.alive = True
 
     def call(self, cmd: Command) -> Reply:
-        data = wire.encode_command(cmd)
+        data = wire.encode_command(cmd, binary=self.binary)
         with self.lock:
             if not self.alive:
                 raise LinkError(f"{self.host}:{self.port}: connection is closed")
@@ -93,9 +101,13 @@ class Link:
                 while True:
                     frame = self.reader.next_frame()
                     if frame is not None:
-                        return wire.decode_reply(frame)
+                        self.last_used = time.monotonic()
+                        reply = wire.decode_reply(frame)
+                        if reply.fields.get(Tag.FRAMING) == wire.BINARY:
+                            self.binary = True  # this server reads binary envelopes
+                        return reply
                     clear_openssl_errors()
-                    chunk = self.sock.recv(1 << 20)
+                    chunk = self.sock.recv()
                     if not chunk:
                         kind = LinkError if answered else ClosedUnanswered
                         raise kind(f"{self.host}:{self.port}: the HSM closed the connection")
@@ -119,8 +131,8 @@ class Link:
         checked the client certificate; a refusal then shows as a failed first send, and the
         alert that says why (certificate required, unknown CA) is still there to read."""
         try:
-            self.sock.settimeout(0.5)
-            self.sock.recv(1)
+            self.sock.set_timeout(0.5)
+            self.sock.recv()
         except ssl.SSLError as alert:
             if "ALERT" in str(alert).upper():
                 return alert
@@ -128,17 +140,21 @@ class Link:
             pass
         return error
 
-    def usable(self) -> bool:
+    def usable(self, *, probe: bool = False) -> bool:
         """Whether a link that sat unused can take a call. An idle link has nothing to read:
         anything readable is the HSM closing it (restarted, killed, idle timeout); such a link
-        is closed and False returned. A link busy in another thread's call counts as usable."""
+        is closed and False returned. A link busy in another thread's call counts as usable.
+        A link that answered within FRESH seconds is not probed unless `probe` (a pooled link
+        may have sat there while the HSM restarted)."""
+        if not probe and time.monotonic() - self.last_used < FRESH:
+            return self.alive
         if not self.lock.acquire(blocking=False):
             return self.alive
         try:
             if not self.alive:
                 return False
             try:
-                readable = self.sock.pending() > 0 or bool(select.select([self.sock], [], [], 0)[0])
+                readable = self.sock.pending() or bool(select.select([self.sock.raw], [], [], 0)[0])
             except (OSError, ValueError):
                 readable = True
             if readable:

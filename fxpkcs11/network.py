@@ -134,7 +134,7 @@ class NetworkTransport:
             link = None
             while ep.idle:
                 candidate = ep.idle.pop()
-                if candidate.usable():  # not one the HSM closed while it waited here
+                if candidate.usable(probe=True):  # not one the HSM closed while it waited here
                     link = candidate
                     break
         if link is not None:
@@ -180,10 +180,12 @@ class NetworkTransport:
 
     def _token_channel(self) -> Channel:
         ch = self._token
-        if ch is None or not ch.link.usable():
+        # Always probed: after a restart the token channel starts a new application here,
+        # where a session's channel can only report its loss.
+        if ch is None or not ch.link.usable(probe=True):
             with self._lock:
                 ch = self._token
-                if ch is None or not ch.link.usable():
+                if ch is None or not ch.link.usable(probe=True):
                     ch = self._token = self.channel()
         return ch
 

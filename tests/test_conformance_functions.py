@@ -403,3 +403,23 @@ def test_the_3_0_interface_lists_the_new_functions(raw):
 
 def test_unique_label_helper():
     assert uniq("a") != uniq("a")
+
+
+# ------------------------------------------------------------------ a refused data call ends the operation
+
+def test_a_data_call_with_bad_arguments_ends_the_operation(raw, h):
+    key = raw.aes(h, 16)
+    iv = bytes(16)
+    assert raw.init("Encrypt", h, ck.CKM_AES_CBC, key, iv) == 0
+    encrypt = raw.fn("C_Encrypt")
+    n = CK_ULONG(64)
+    out = ctypes.create_string_buffer(64)
+    # NULL data with a non-zero length: refused, and the operation is over (PKCS #11: the
+    # call always terminates the operation unless it is CKR_OK or CKR_BUFFER_TOO_SMALL)
+    assert encrypt(CK_ULONG(h), None, CK_ULONG(16), out, ctypes.byref(n)) == ck.CKR_ARGUMENTS_BAD
+    assert raw.output_call("C_Encrypt", h, bytes(16), 64)[0] == ck.CKR_OPERATION_NOT_INITIALIZED
+    # a new operation starts cleanly, and a length query keeps it going
+    assert raw.init("Encrypt", h, ck.CKM_AES_CBC, key, iv) == 0
+    rv, need, _ = raw.output_call("C_Encrypt", h, bytes(16), None)
+    assert rv == 0 and need == 16
+    assert raw.output_call("C_Encrypt", h, bytes(16), 16)[0] == 0

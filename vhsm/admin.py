@@ -328,9 +328,11 @@ class AdminSession:
     def _install_ftk(self, ftk: MajorKey, force: bool) -> None:
         """Load an FTK, refusing to orphan stored keys unless forced."""
         current = self.device.ftk()
-        if current is not None and current.kcv != ftk.kcv and self.store.count_keys() and not force:
+        # the KCV the key table was wrapped under: in a cluster, the other nodes' FTK, whatever this node holds
+        kcv = self.store.get_meta("ftk_kcv") or (current.kcv if current is not None else None)
+        if kcv is not None and kcv != ftk.kcv and self.store.count_keys() and not force:
             raise AdminError("major key", f"the key table holds {self.store.count_keys()} key(s) wrapped "
-                                          f"under the loaded FTK (KCV {current.kcv}); replacing it makes them "
+                                          f"under the loaded FTK (KCV {kcv}); replacing it makes them "
                                           "unusable. Repeat with --force to do it anyway")
         self.device.load_ftk(ftk)
 

@@ -16,19 +16,22 @@ from vhsm import factory
 from vhsm.excrypt import Command, DeviceError, Reply
 from vhsm.majorkeys import MajorKey, SecureMemory, WrapError
 from vhsm.objects import KeyCache, ObjectSpace
-from vhsm.store import SQLiteStore, StoreError
+from vhsm.cluster import open_store
+from vhsm.store import StoreError
 
 class VirtualHSM:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         try:
-            self.store = SQLiteStore(os.path.join(self.state_dir, "vhsm.db"))
+            self.store = open_store(self.state_dir)  # SQLite, or the cluster's database (vhsm/cluster.py)
         except StoreError as e:
             raise DeviceError(ck.CKR_DEVICE_ERROR, str(e)) from None
         self.secure = SecureMemory(self.state_dir)
         factory.ensure_initialized(self.store)
         self.serial = self.store.get_meta("serial") or "unknown"
+        self.commands_served = 0  # the heartbeat's load figure (vhsm/cluster.py)
+        self._cluster_kcv = self._read_cluster_kcv()
         self.cache = KeyCache()
         self._ftk: MajorKey | None = None
         self._ftk_stamp: tuple[int, int] | None = None
@@ -38,6 +41,7 @@ class VirtualHSM:
         self._learned: set[tuple[str, str, str]] = set()
         self._apps: dict[str, Connection] = {}
         self._apps_lock = threading.Lock()
+        self.shared: Any = None  # vhsm.apps.SharedApps in a `vhsm serve --workers` worker
 
     # ------------------------------------------------------------ FTK
     def _ftk_file_stamp(self) -> tuple[int, int] | None:
@@ -55,6 +59,7 @@ class VirtualHSM:
         if getattr(local, "gen", None) != gen:
             local.gen, local.roles = gen, {}
             self._check_ftk()
+            self._cluster_kcv = self._read_cluster_kcv()
 
     def _check_ftk(self) -> None:
         stamp = self._ftk_file_stamp()
@@ -79,7 +84,22 @@ class VirtualHSM:
             raise DeviceError(ck.CKR_DEVICE_ERROR,
                               "no FTK is loaded: key operations need the Futurex Key. Load one with "
                               f"`vhsm --state {self.state_dir} majorkey random --ftk` after both admins log in (guide section 6.4)")
+        cluster = self._cluster_kcv
+        if cluster is not None and ftk.kcv != cluster:
+            raise DeviceError(ck.CKR_DEVICE_ERROR,
+                              f"this node's FTK (KCV {ftk.kcv}) is not the cluster's (KCV {cluster}): it serves no "
+                              f"keys until the cluster's FTK is recombined here with `vhsm --state {self.state_dir} "
+                              "majorkey recombine` from the cluster's FTK cards")
         return ftk
+
+    def _read_cluster_kcv(self) -> str | None:
+        """The KCV of the FTK a cluster's key table is wrapped under (None when not clustered)."""
+        if not getattr(self.store, "shared_by_nodes", False):
+            return None
+        try:
+            return self.store.get_meta("ftk_kcv")
+        except StoreError as e:
+            raise DeviceError(ck.CKR_DEVICE_ERROR, str(e)) from None
 
     def load_ftk(self, ftk: MajorKey | None) -> None:
         with self._ftk_lock:
@@ -91,6 +111,8 @@ class VirtualHSM:
     # ------------------------------------------------------------ connections
     def connect(self) -> "Connection":
         """A new application: its own login state and session objects."""
+        if self.shared is not None:
+            return self.shared.connect(self)
         conn = Connection(self)
         with self._apps_lock:
             self._apps[conn.app_id] = conn
@@ -99,6 +121,8 @@ class VirtualHSM:
 
     def join(self, app_id: str) -> "Connection | None":
         """Another link (network connection) to an existing application."""
+        if self.shared is not None:
+            return self.shared.join(self, app_id)
         with self._apps_lock:
             conn = self._apps.get(app_id)
             if conn is not None:
@@ -107,6 +131,8 @@ class VirtualHSM:
 
     def leave(self, conn: "Connection") -> None:
         """A link dropped; the last one ends the application, its login and session objects."""
+        if self.shared is not None:
+            return self.shared.leave(conn)
         with self._apps_lock:
             conn.links -= 1
             if conn.links > 0:
@@ -174,7 +200,13 @@ class Connection:
         return self.identity is not None and not self.so
 
     def execute(self, cmd: Command) -> Reply:
+        self.device.commands_served += 1
         return _dispatch()(self, cmd)
+
+    def idle_link_may_close(self) -> bool:
+        """An idle link may go when the application keeps other links, or has nothing to
+        lose (no login, no session objects, no operation in progress)."""
+        return self.links > 1 or (self.identity is None and not self.objects.session_objects and not self.contexts)
 
     def drop_session(self, session: int) -> None:
         self.objects.drop_session(session)

@@ -9,7 +9,7 @@ from vhsm import contextauth, policy
 from vhsm.commands import copying, crypto, derive, digest, dlog, info, keys, login, recover, token
 from vhsm.commands.catalog import BY_CODE
 from vhsm.excrypt import Command, DeviceError, Reply
-from vhsm.store import StoreError
+from vhsm.store import StoreError, StoreFull
 
 if TYPE_CHECKING:
     from vhsm.device import Connection
@@ -41,15 +41,19 @@ def dispatch(conn: "Connection", cmd: Command) -> Reply:
         policy.authorize(role, info, conn.device, conn.identity)
         if info.needs_ftk:
             conn.device.require_ftk()
-        contextauth.before(conn, code, cmd.fields)
+        guarded = code in contextauth.GUARDED
+        if guarded:
+            contextauth.before(conn, code, cmd.fields)
         fields = HANDLERS[code](conn, role, cmd.fields)
-        contextauth.after(conn, code, cmd.fields, fields)
+        if guarded:
+            contextauth.after(conn, code, cmd.fields, fields)
     except DeviceError as e:
         log.info("%s refused for role %r: %s", code, conn.role_name, e.text)
         return e.reply(code)
     except StoreError as e:
         log.error("%s: store failure: %s", code, e)
-        return DeviceError(ck.CKR_DEVICE_ERROR, f"key table: {e}").reply(code)
+        full = isinstance(e, StoreFull)  # CKR_DEVICE_MEMORY: "the token has insufficient memory"
+        return DeviceError(ck.CKR_DEVICE_MEMORY if full else ck.CKR_DEVICE_ERROR, f"key table: {e}").reply(code)
     except Exception:
         # One bad command must not take the device down for everyone else.
         log.exception("%s: internal error", code)

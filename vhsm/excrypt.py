@@ -117,6 +117,7 @@ class Tag:
     SO_EXISTS = "SE"
     OBJECT_SIZE = "OZ"
     DELETED = "KD"
+    FRAMING = "FM"  # in APPN/APPJ replies: the server reads binary envelopes (vhsm/wire.py)
 
 
 class Phase:

@@ -18,10 +18,13 @@ from vhsm import attrcodec
 from vhsm.crypto import keys as keymat
 from vhsm.excrypt import DeviceError
 from vhsm.majorkeys import MajorKey, WrapError
-from vhsm.store import KeyRecord, SlotsFull, StoreError
+from vhsm.store import KeyRecord, SlotsFull, StoreError, StoreFull
 
 SESSION_BASE = 0x40000000
 CACHE_LIMIT = 4096
+# One numbering for the session objects of every connection in this process: a handle from
+# one slot's session never names another slot's object.
+_SESSION_REFS = itertools.count(SESSION_BASE + 1)
 
 
 @dataclass
@@ -82,7 +85,7 @@ class ObjectSpace:
         self._ftk = ftk
         self.cache = cache
         self.session_objects: dict[int, P11Object] = {}
-        self._ids = itertools.count(SESSION_BASE + 1)
+        self._ids = _SESSION_REFS
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ lookup
@@ -133,25 +136,47 @@ class ObjectSpace:
     # ------------------------------------------------------------ changes
     def create(self, attrs: dict[int, Any], secret: bytes | None, owner: str, ranges: list[tuple[int, int]],
                session: int) -> P11Object:
-        if not attrs.get(ck.CKA_TOKEN):
-            ref = next(self._ids)
-            obj = P11Object(ref, attrs, owner, session, 0, secret,
-                            material(attrs[ck.CKA_CLASS], secret) if secret is not None else None)
-            with self._lock:
-                self.session_objects[ref] = obj
-            return obj
+        return self.create_all([(attrs, secret)], owner, ranges, session)[0]
+
+    def create_all(self, items: list[tuple[dict[int, Any], bytes | None]], owner: str,
+                   ranges: list[tuple[int, int]], session: int) -> list[P11Object]:
+        """The objects of one call (a key pair): the token objects go to the store in one
+        transaction, so a failure (a full disk, a kill) leaves none of them behind."""
+        token = [i for i, (attrs, _) in enumerate(items) if attrs.get(ck.CKA_TOKEN)]
+        out: dict[int, P11Object] = {}
+        if token:
+            for i, rec in zip(token, self._insert(owner, ranges, [items[i] for i in token])):
+                out[i] = P11Object(rec.slot, rec.attrs, rec.owner, 0, rec.version, None, _Wrapped(rec.wrapped))
+        for i, (attrs, secret) in enumerate(items):
+            if i not in out:
+                ref = next(self._ids)
+                out[i] = P11Object(ref, attrs, owner, session, 0, secret,
+                                   material(attrs[ck.CKA_CLASS], secret) if secret is not None else None)
+                with self._lock:
+                    self.session_objects[ref] = out[i]
+        return [out[i] for i in range(len(items))]
+
+    def _insert(self, owner: str, ranges: list[tuple[int, int]],
+                items: list[tuple[dict[int, Any], bytes | None]]) -> list[KeyRecord]:
         ftk = self._ftk()
 
-        def build(slot: int) -> KeyRecord:
-            wrapped = ftk.wrap(secret, aad(slot, owner, attrs)) if secret is not None else None
-            return KeyRecord(slot, owner, attrs, wrapped, 0)
+        def builder(attrs: dict[int, Any], secret: bytes | None) -> Callable[[int], KeyRecord]:
+            def build(slot: int) -> KeyRecord:
+                wrapped = ftk.wrap(secret, aad(slot, owner, attrs)) if secret is not None else None
+                return KeyRecord(slot, owner, attrs, wrapped, 0)
+            return build
+        builds = [builder(attrs, secret) for attrs, secret in items]
         try:
-            rec = self.store.insert_key(owner, ranges, build)
+            insert_keys = getattr(self.store, "insert_keys", None)
+            if insert_keys is not None:
+                return insert_keys(owner, ranges, builds)
+            return [self.store.insert_key(owner, ranges, b) for b in builds]
         except SlotsFull as e:
             raise DeviceError(ck.CKR_DEVICE_MEMORY, f"partition {owner!r}: {e}") from None
+        except StoreFull as e:
+            raise DeviceError(ck.CKR_DEVICE_MEMORY, f"key not stored, the disk is full: {e}") from None
         except StoreError as e:
             raise DeviceError(ck.CKR_DEVICE_ERROR, f"key table: {e}") from None
-        return P11Object(rec.slot, rec.attrs, rec.owner, 0, rec.version, None, _Wrapped(rec.wrapped))
 
     def update(self, obj: P11Object, attrs: dict[int, Any]) -> None:
         if not obj.is_token:
@@ -167,6 +192,8 @@ class ObjectSpace:
             wrapped = ftk.wrap(clear, aad(obj.ref, obj.owner, attrs))
         try:
             self.store.update_key(KeyRecord(obj.ref, obj.owner, attrs, wrapped, obj.version), obj.version)
+        except StoreFull as e:
+            raise DeviceError(ck.CKR_DEVICE_MEMORY, f"key not changed, the disk is full: {e}") from None
         except StoreError as e:
             raise DeviceError(ck.CKR_DEVICE_ERROR, f"key table: {e}") from None
 
@@ -174,6 +201,8 @@ class ObjectSpace:
         if obj.is_token:
             try:
                 self.store.delete_key(obj.ref)
+            except StoreFull as e:
+                raise DeviceError(ck.CKR_DEVICE_MEMORY, f"key not deleted, the disk is full: {e}") from None
             except StoreError as e:
                 raise DeviceError(ck.CKR_DEVICE_ERROR, f"key table: {e}") from None
         else:

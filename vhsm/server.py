@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fxpkcs11 import ck
-from vhsm import wire
+from vhsm import cluster, wire
 from vhsm.admin import REMOTE_METHODS, AdminError, AdminSession, Outcome
 from vhsm.device import Connection, VirtualHSM
 from vhsm.excrypt import STATUS_FAIL, Command, DeviceError, Reply, Tag
+from vhsm.store import StoreError
 from vhsm.tlsports import TlsSetupError, port_pki, server_context
+from vhsm.tlsstream import TlsStream
 
 log = logging.getLogger("vhsm.server")
 
@@ -66,13 +68,13 @@ class ProductionLink:
             log.warning("%s: malformed frame refused: %s", self.peer, e)
             return error_frame("ERRR", ck.CKR_ARGUMENTS_BAD, f"malformed frame: {e}")
         if cmd.code == "APPN":
-            return self._reply(Reply("APPN", "Y", {Tag.APPLICATION: self.app.app_id}))
+            return self._reply(Reply("APPN", "Y", {Tag.APPLICATION: self.app.app_id, Tag.FRAMING: wire.BINARY}))
         if cmd.code == "APPJ":
             return self._join(cmd)
         if cmd.code == "ADMN":
             return error_frame("ADMN", ck.CKR_FUNCTION_FAILED,
                                "admin commands are not accepted on the production port")
-        return self._reply(self.app.execute(cmd))
+        return self._reply(self.app.execute(cmd), binary=wire.is_envelope(frame))
 
     def _join(self, cmd: Command) -> bytes:
         target = self.server.device.join(str(cmd.fields.get(Tag.APPLICATION, "")))
@@ -82,20 +84,19 @@ class ProductionLink:
             return error_frame("APPJ", ck.CKR_SESSION_HANDLE_INVALID, "no such application on this server")
         self.server.device.leave(self.app)
         self.app = target
-        return self._reply(Reply("APPJ", "Y", {Tag.APPLICATION: target.app_id}))
+        return self._reply(Reply("APPJ", "Y", {Tag.APPLICATION: target.app_id, Tag.FRAMING: wire.BINARY}))
 
-    def _reply(self, reply: Reply) -> bytes:
+    def _reply(self, reply: Reply, binary: bool = False) -> bytes:
         try:
-            return wire.encode_reply(reply)
-        except wire.WireError as e:
+            return wire.encode_reply(reply, binary=binary)
+        except (wire.WireError, ValueError, TypeError) as e:
             log.error("%s: %s reply cannot be framed: %s", self.peer, reply.code, e)
             return error_frame(reply.code, ck.CKR_DEVICE_ERROR, "reply cannot be framed")
 
     def can_drop(self) -> bool:
         """An idle link may go when the application keeps other links, or has nothing to
         lose (no login, no session objects, no operation in progress)."""
-        app = self.app
-        return app.links > 1 or (app.identity is None and not app.objects.session_objects and not app.contexts)
+        return self.app.idle_link_may_close()
 
     def close(self) -> None:
         self.server.device.leave(self.app)
@@ -151,7 +152,7 @@ class Server:
         self._links: set[Any] = set()
         self._links_lock = threading.Lock()
         self._busy = 0
-        self._busy_cv = threading.Condition()
+        self._busy_lock = threading.Lock()
 
     # ------------------------------------------------------------ TLS
     def context(self, admin: bool) -> ssl.SSLContext:
@@ -206,7 +207,7 @@ class Server:
                     log.warning("%s: refused, %d clients connected", addr, self.limits.max_clients)
                     conn.close()
                     continue
-                threading.Thread(target=self._serve_link, args=(conn, addr, socks[s]), daemon=True).start()
+                threading.Thread(target=self._link_thread, args=(conn, addr, socks[s]), daemon=True).start()
         for s in socks:
             s.close()
 
@@ -223,31 +224,38 @@ class Server:
             except OSError:
                 pass
         deadline = time.monotonic() + grace
-        with self._busy_cv:
-            while self._busy and time.monotonic() < deadline:
-                self._busy_cv.wait(0.1)
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     # ------------------------------------------------------------ one connection
+    def _link_thread(self, raw: socket.socket, addr: Any, kind: type) -> None:
+        try:
+            self._serve_link(raw, addr, kind)
+        finally:
+            release = getattr(self.device.store, "release_thread", None)
+            if release is not None:  # the thread's database handle goes with it
+                release()
+
     def _serve_link(self, raw: socket.socket, addr: Any, kind: type) -> None:
         peer = f"{addr[0]}:{addr[1]}"
         try:
             ctx = self.context(kind is AdminLink)
-        except (TlsSetupError, ssl.SSLError, OSError) as e:
+        except (TlsSetupError, ssl.SSLError, OSError, DeviceError, StoreError) as e:  # Store: a cluster's database
             log.error("%s: no usable TLS setup: %s", peer, e)
             raw.close()
             return
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out at once
-        raw.settimeout(self.limits.handshake_timeout)
+        tls = TlsStream(raw, ctx, server_side=True, timeout=self.limits.handshake_timeout)
         try:
-            tls = ctx.wrap_socket(raw, server_side=True)
+            tls.handshake()
         except (ssl.SSLError, OSError) as e:
             log.warning("%s: TLS handshake failed: %s", peer, e)
             self._linger_close(raw)
             return
-        cert = tls.getpeercert(binary_form=True)
+        cert = tls.getpeercert()
         identity = hashlib.sha256(cert).hexdigest() if cert else None
         link = kind(self, peer, identity)
-        entry = (tls, link)
+        entry = (tls.raw, link)
         with self._links_lock:
             self._links.add(entry)
         log.info("%s: connected (%s, %s)", peer, kind.__name__, "client certificate" if cert else "anonymous")
@@ -263,12 +271,12 @@ class Server:
                 pass
             log.info("%s: disconnected", peer)
 
-    def _frames(self, tls: ssl.SSLSocket, link: Any, peer: str) -> None:
+    def _frames(self, tls: TlsStream, link: Any, peer: str) -> None:
         reader = wire.FrameReader(self.limits.max_message)
-        tls.settimeout(self.limits.idle_timeout)
+        tls.set_timeout(self.limits.idle_timeout)
         while not self._stop.is_set():
             try:
-                data = tls.recv(65536)
+                data = tls.recv()
             except socket.timeout:
                 if not link.can_drop():
                     continue  # the application's last link, holding its login or objects
@@ -290,15 +298,14 @@ class Server:
                     return
                 if frame is None:
                     break
-                with self._busy_cv:
+                with self._busy_lock:
                     self._busy += 1
                 try:
                     reply = link.handle(frame)
                     sent = self._send(tls, reply)  # busy until the reply is out: stop() waits for it
                 finally:
-                    with self._busy_cv:
+                    with self._busy_lock:
                         self._busy -= 1
-                        self._busy_cv.notify_all()
                 if not sent:
                     return
 
@@ -319,7 +326,7 @@ class Server:
         raw.close()
 
     @staticmethod
-    def _send(tls: ssl.SSLSocket, data: bytes) -> bool:
+    def _send(tls: TlsStream, data: bytes) -> bool:
         try:
             tls.sendall(data)
             return True
@@ -332,6 +339,7 @@ def run(state_dir: str, host: str, port: int, admin_port: int | None, *, pid_fil
     """Serve until SIGTERM or SIGINT (used by `vhsm serve`)."""
     server = Server(state_dir, host, port, admin_port, limits)
     server.bind()
+    heartbeat = cluster.start_heartbeat(server)  # None unless the state is a cluster node
     if pid_file:
         with open(pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -346,6 +354,8 @@ def run(state_dir: str, host: str, port: int, admin_port: int | None, *, pid_fil
         server.serve_forever()
     finally:
         server.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
         if pid_file:
             try:
                 os.unlink(pid_file)

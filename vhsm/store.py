@@ -23,7 +23,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
+from . import walcheck
 from .attrcodec import decode_attrs, encode_attrs
+from .storerows import identity_from_row, role_from_row, verify_audit_chain
 
 CKA_CLASS = 0x0
 CKA_LABEL = 0x3
@@ -60,6 +62,10 @@ class SlotsFull(Exception):
 
 class StoreError(Exception):
     """The database is unusable or an operation on it failed."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the database is full; the write was rolled back."""
 
 
 def _fmt_range(r: tuple[int, int]) -> str:
@@ -385,6 +391,7 @@ class SQLiteStore:
                 os.chmod(directory, 0o700)
             if not os.path.exists(self.path):
                 self._create()
+            walcheck.refuse_if_marked(self.path, self._fail)
             self._check_header()
             self._check_and_migrate()
         except OSError as exc:
@@ -407,7 +414,37 @@ class SQLiteStore:
             mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
+            self._check_wal(conn)
             self._migrate(conn)
+
+    def _check_wal(self, conn: sqlite3.Connection) -> None:
+        """Refuse a WAL whose damage would make SQLite silently skip committed transactions.
+        Under the write lock no other process appends to the log or moves its index, so the
+        frames SQLite reads (the index's mxFrame) and the file's frames can be compared."""
+        conn.execute("BEGIN IMMEDIATE")
+        # A second connection asks for the frame count: a checkpoint cannot run inside the
+        # transaction that holds the lock. (Never open the -shm file itself: closing any
+        # descriptor of it drops this process's POSIX locks on it, SQLite's included.)
+        probe = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            frames = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+            try:
+                with open(self.path + "-wal", "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                return
+        finally:
+            probe.close()
+            conn.execute("ROLLBACK")
+        lost = walcheck.lost_commits(data, frames) if frames >= 0 else None
+        if lost is None:
+            return
+        what = "its header" if lost[1] < 0 else f"frame {lost[0]}"
+        count = "every transaction in it" if lost[1] < 0 else f"{lost[1]} committed transaction(s) after it"
+        msg = f"write-ahead log {self.path}-wal is damaged at {what}: {count} cannot be read"
+        # closing the connection would checkpoint what SQLite could read and delete the
+        # log: keep the evidence, and refuse every later open until someone looks
+        raise self._fail(walcheck.mark_damaged(self.path, msg, data))
 
     def _create(self) -> None:
         """Build a new database beside ``path`` and link it into place.
@@ -489,6 +526,8 @@ class SQLiteStore:
             raise self._fail(f"schema version {version} is newer than this software ({SCHEMA_VERSION})")
         if version == 0:
             raise self._fail("not a vhsm store (no schema)")
+        if version < 0:
+            raise self._fail(f"schema version {version} is impossible (damaged database header)")
         if version < SCHEMA_VERSION:
             self._apply_migrations(conn)
 
@@ -527,6 +566,8 @@ class SQLiteStore:
             try:
                 yield
             except sqlite3.Error as exc:
+                if (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_FULL"):
+                    raise StoreFull(f"{self.path}: {_describe(exc)}") from exc
                 raise self._fail(_describe(exc)) from exc
 
     def generation(self) -> int:
@@ -566,10 +607,27 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
+            # Again after the commit: a reader that saw the first bump may have read the
+            # snapshot before this commit; this one makes it look again.
+            self._bump_generation()
 
     def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         with self._sql():
             return self._conn().execute(sql, params).fetchall()
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection (a server's per-client thread ends): kept,
+        each finished thread would hold its SQLite handle, two file descriptors and its
+        page cache until the process exits."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            return
+        local.conn = None
+        with _FORK_GATE.inside(), self._conns_lock:
+            self._conns = [(p, c) for p, c in self._conns if c is not conn]
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def close(self) -> None:
         """Close this process's connections. No other thread may be using the store."""
@@ -619,8 +677,7 @@ class SQLiteStore:
 
     @staticmethod
     def _identity(row: tuple) -> dict:
-        return {"name": row[0], "role": row[1], "password_hash": row[2],
-                "flags": json.loads(row[3]), "failed_logins": row[4]}
+        return identity_from_row(row)
 
     def get_identity(self, name: str) -> dict | None:
         rows = self._query("SELECT name, role, password_hash, flags, failed_logins "
@@ -647,9 +704,7 @@ class SQLiteStore:
 
     @staticmethod
     def _role(row: tuple) -> dict:
-        return {"name": row[0], "kind": row[1], "perms": json.loads(row[2]),
-                "key_ranges": [tuple(r) for r in json.loads(row[3])],
-                "commands": json.loads(row[4]), "settings": json.loads(row[5])}
+        return role_from_row(row)
 
     def get_role(self, name: str) -> dict | None:
         rows = self._query("SELECT name, kind, perms, key_ranges, commands, settings "
@@ -733,24 +788,33 @@ class SQLiteStore:
         Everything happens in one write transaction, so concurrent callers
         (threads or processes) never receive the same slot.
         """
+        return self.insert_keys(owner, ranges, [build])[0]
+
+    def insert_keys(self, owner: str, ranges: list[tuple[int, int]],
+                    builds: list[Callable[[int], KeyRecord]]) -> list[KeyRecord]:
+        """``insert_key`` for several keys in one transaction (a key pair): all are stored
+        or none is, whatever fails (a full disk, a kill)."""
         ranges = check_ranges(ranges)
+        out = []
         with self._write() as conn:
-            for lo, hi in ranges:
-                slot = self._allocate(conn, lo, hi)
-                if slot is not None:
-                    break
-            else:
-                raise SlotsFull(ranges)
-            rec = build(slot)
-            if rec.slot != slot or rec.owner != owner:
-                raise ValueError(f"build({slot}) returned a record for slot {rec.slot} "
-                                 f"owned by {rec.owner!r}, expected {owner!r}")
-            params = self._key_params(rec)
-            version = self._next_version(conn)
-            conn.execute("INSERT INTO keys (slot, owner, cls, label, key_id, key_type, "
-                         "attrs, wrapped, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (slot, *params, version))
-        return dataclasses.replace(rec, version=version)
+            for build in builds:
+                for lo, hi in ranges:
+                    slot = self._allocate(conn, lo, hi)
+                    if slot is not None:
+                        break
+                else:
+                    raise SlotsFull(ranges)
+                rec = build(slot)
+                if rec.slot != slot or rec.owner != owner:
+                    raise ValueError(f"build({slot}) returned a record for slot {rec.slot} "
+                                     f"owned by {rec.owner!r}, expected {owner!r}")
+                params = self._key_params(rec)
+                version = self._next_version(conn)
+                conn.execute("INSERT INTO keys (slot, owner, cls, label, key_id, key_type, "
+                             "attrs, wrapped, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (slot, *params, version))
+                out.append(dataclasses.replace(rec, version=version))
+        return out
 
     def get_key(self, slot: int) -> KeyRecord | None:
         rows = self._query(f"SELECT {self._KEY_COLS} FROM keys WHERE slot = ?", (slot,))
@@ -842,25 +906,7 @@ class SQLiteStore:
 
     def verify_audit(self) -> tuple[bool, str]:
         """Check the chain; the message names the first bad row."""
-        rows = self.audit_rows()
-        prev_seq, prev_hash = 0, AUDIT_GENESIS
-        for row in rows:
-            seq = row["seq"]
-            if seq != prev_seq + 1:
-                return False, (f"audit row {seq}: rows {prev_seq + 1}..{seq - 1} are missing")
-            if row["prev_hash"] != prev_hash:
-                return False, f"audit row {seq}: chain broken (previous row altered or removed)"
-            fields = {f: row[f] for f in AUDIT_FIELDS}
-            if audit_hash(prev_hash, seq, fields) != row["hash"]:
-                return False, f"audit row {seq}: contents do not match its hash (row edited)"
-            prev_seq, prev_hash = seq, row["hash"]
-        head = self.get_meta("audit.head")
-        expected = None if prev_seq == 0 else f"{prev_seq}:{prev_hash}"
-        if head != expected:
-            recorded = head.split(":", 1)[0] if head else "none"
-            return False, (f"audit log ends at row {prev_seq} but the last row written "
-                           f"was {recorded} (rows removed from the end)")
-        return True, f"audit log intact ({len(rows)} rows)"
+        return verify_audit_chain(self.audit_rows(), self.get_meta("audit.head"))
 
 
 def _split_sql(script: str) -> list[str]:

@@ -4,6 +4,12 @@ The command comes first; every field is a two-letter tag, its value and `;`; the
 length prefix (a reader reads to `]`). Values never contain `; [ ] < >`: binary and
 structured values travel hex-encoded. Each tag has one kind, in one table, so a frame
 decodes to exactly the command object the in-process transport passes.
+
+Between this project's own library and server a frame may also travel in a binary
+envelope, `{N}[...]` with N the length of the bracketed part, where a bytes field of at
+least BINARY_MIN bytes is `TAG#n#` followed by its n raw bytes: no hex doubling, no scan
+for the end. A server announces it (FRAMING in its APPN/APPJ reply) and answers an
+envelope with one; text frames keep working for everything else.
 """
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from vhsm.excrypt import (STATUS_FAIL, STATUS_OK, TAG_COMMAND, TAG_ERROR_TEXT, T
                           Reply, Tag)
 
 MAX_MESSAGE = 4 * 1024 * 1024  # bytes between [ and ]
+BINARY_MIN = 256  # bytes fields at least this long travel raw inside an envelope
+BINARY = "binary"  # the FRAMING value a server announces
 # Bytes a frame may carry between [ and ]: printable ASCII and tab, without [ ] < >.
 _ALLOWED = bytes(b for b in range(256) if (32 <= b < 127 or b == 9) and b not in b"[]<>")
 FORBIDDEN = set(";[]<>")
@@ -36,7 +44,7 @@ KINDS: dict[str, str] = {
     Tag.ADMIN_RULE: "utext",
     Tag.NEW_PASSWORD: "utext", Tag.SO_USER: "utext", Tag.TOKEN_LABEL: "utext", Tag.USER_FAILURES: "int",
     Tag.SO_FAILURES: "int", Tag.MAX_FAILURES: "int", Tag.USER_PIN_SET: "bool", Tag.SO_EXISTS: "bool",
-    Tag.OBJECT_SIZE: "int", Tag.DELETED: "int",
+    Tag.OBJECT_SIZE: "int", Tag.DELETED: "int", Tag.FRAMING: "text",
 }
 
 
@@ -73,8 +81,9 @@ def encode_value(tag: str, v: Any) -> str:
     if kind is None:
         raise WireError(f"no wire encoding for tag {tag}")
     if kind == "text":
-        text = str(v)
-        return "".join("?" if c in FORBIDDEN else c for c in text)
+        # Texts may quote what a client sent (an unknown user name): anything the frame
+        # cannot carry becomes "?", so a reply always frames.
+        return "".join(c if ord(c) < 128 and ord(c) in _ALLOWED and c not in FORBIDDEN else "?" for c in str(v))
     if kind == "utext":
         return str(v).encode("utf-8").hex()
     if kind == "int":
@@ -114,27 +123,73 @@ def decode_value(tag: str, text: str) -> Any:
         if kind == "attrs":
             return attrcodec.decode_attrs(bytes.fromhex(text))
         return _from_json(json.loads(bytes.fromhex(text).decode("utf-8")))
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise WireError(f"bad value for tag {tag}: {e}") from None
 
 
 # ------------------------------------------------------------------ frames
 
-def _frame(code: str, fields: dict[str, Any], head: list[str]) -> bytes:
+def _frame(code: str, fields: dict[str, Any], head: list[str], binary: bool = False) -> bytes:
     parts = [f"{TAG_COMMAND}{code}"] + head
+    raw: list[bytes] = []
     for tag, v in fields.items():
         if v is None:
             continue
+        if binary and len(tag) == 2 and KINDS.get(tag) == "hex" and len(v) >= BINARY_MIN:
+            raw.append(b"%s#%d#" % (tag.encode("ascii"), len(v)) + v + b";")
+            continue
         parts.append(tag + encode_value(tag, v))
-    return ("[" + ";".join(parts) + ";]").encode("ascii")
+    text = ("[" + ";".join(parts) + ";").encode("ascii")
+    if not raw:
+        return text + b"]"
+    body = b"".join([text, *raw, b"]"])
+    return b"{%d,%d}" % (len(body), len(text)) + body
 
 
-def encode_command(cmd: Command) -> bytes:
-    return _frame(cmd.code, cmd.fields, [])
+def encode_command(cmd: Command, *, binary: bool = False) -> bytes:
+    return _frame(cmd.code, cmd.fields, [], binary)
 
 
-def encode_reply(reply: Reply) -> bytes:
-    return _frame(reply.code, reply.fields, [f"{TAG_STATUS}{reply.status}"])
+def encode_reply(reply: Reply, *, binary: bool = False) -> bytes:
+    return _frame(reply.code, reply.fields, [f"{TAG_STATUS}{reply.status}"], binary)
+
+
+def is_envelope(frame: bytes) -> bool:
+    return frame[:1] == b"{"
+
+
+def _open_envelope(frame: bytes) -> tuple[bytes, dict[str, bytes]]:
+    """`{N,T}` + N bytes: a text frame's first T bytes (its text fields), then raw fields
+    `TAG#n#` + n bytes + `;`, then `]`. Returns the text frame and the raw fields."""
+    close = frame.find(b"}", 0, 24)
+    sizes = frame[1:close].split(b",") if close > 0 else []
+    if len(sizes) != 2 or not all(x.isdigit() for x in sizes):
+        raise WireError("a binary envelope starts {length,text length}")
+    n, t = int(sizes[0]), int(sizes[1])
+    base = close + 1
+    if len(frame) != base + n or not 0 < t < n or frame[base + n - 1:base + n] != b"]":
+        raise WireError("a binary envelope's lengths do not match its frame")
+    text = frame[base:base + t] + b"]"
+    raw: dict[str, bytes] = {}
+    pos, last = base + t, base + n - 1
+    while pos < last:
+        tag = frame[pos:pos + 2]
+        mark = frame.find(b"#", pos + 3, pos + 16)
+        digits = frame[pos + 3:mark] if frame[pos + 2:pos + 3] == b"#" and mark > 0 else b""
+        if not digits.isdigit() or not tag.isalpha() or not tag.isupper():
+            raise WireError("a raw field is TAG#length# and its bytes")
+        size = int(digits)
+        value_at = mark + 1
+        if value_at + size > last or frame[value_at + size:value_at + size + 1] != b";":
+            raise WireError("a raw field runs past its frame")
+        name = tag.decode("ascii")
+        if KINDS.get(name) != "hex":
+            raise WireError(f"tag {name} cannot travel raw")
+        if name in raw:
+            raise WireError(f"tag {name} appears twice")
+        raw[name] = frame[value_at:value_at + size]
+        pos = value_at + size + 1
+    return text, raw
 
 
 def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
@@ -164,13 +219,25 @@ def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
     return code, fields
 
 
+def _decode(body: bytes) -> tuple[str, dict[str, Any]]:
+    if not is_envelope(body):
+        return _fields(body)
+    text, raw = _open_envelope(body)
+    code, fields = _fields(text)
+    for tag, value in raw.items():
+        if tag in fields:
+            raise WireError(f"tag {tag} appears twice")
+        fields[tag] = value
+    return code, fields
+
+
 def decode_command(body: bytes) -> Command:
-    code, fields = _fields(body)
+    code, fields = _decode(body)
     return Command(code, fields)
 
 
 def decode_reply(body: bytes) -> Reply:
-    code, fields = _fields(body)
+    code, fields = _decode(body)
     status = fields.pop(TAG_STATUS, None)
     if status not in (STATUS_OK, STATUS_FAIL):
         raise WireError("a reply carries AN Y or AN N")
@@ -183,6 +250,7 @@ class FrameReader:
     def __init__(self, limit: int = MAX_MESSAGE) -> None:
         self.buf = bytearray()
         self.limit = limit
+        self._scanned = 0  # bytes of buf known to hold no ]: a frame dripped in small pieces is scanned once
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -196,21 +264,53 @@ class FrameReader:
             i += 1
         if i:
             del buf[:i]
+            self._scanned = max(0, self._scanned - i)
         if not buf:
             return None
+        if buf[0] == ord("{"):
+            return self._envelope()
         if buf[0] != ord("["):
             bad = bytes(buf[:16])
             buf.clear()
+            self._scanned = 0
             raise WireError(f"garbage before a frame: {bad!r}")
-        end = buf.find(b"]")
+        end = buf.find(b"]", self._scanned)
         if end < 0:
+            self._scanned = len(buf)
             if len(buf) > self.limit:
                 buf.clear()
+                self._scanned = 0
                 raise WireError(f"message longer than {self.limit} bytes")
             return None
+        self._scanned = 0
         if end + 1 > self.limit:  # a whole frame can arrive in one read: the limit holds for it too
             buf.clear()
             raise WireError(f"message longer than {self.limit} bytes")
         frame = bytes(buf[:end + 1])
         del buf[:end + 1]
+        return frame
+
+    def _envelope(self) -> bytes | None:
+        buf = self.buf
+        close = buf.find(b"}", 0, 24)
+        if close < 0:
+            if len(buf) >= 24:
+                bad = bytes(buf[:16])
+                buf.clear()
+                raise WireError(f"a binary envelope starts {{length,text length}}: {bad!r}")
+            return None
+        sizes = bytes(buf[1:close]).split(b",")
+        if len(sizes) != 2 or not all(x.isdigit() for x in sizes):
+            buf.clear()
+            raise WireError("a binary envelope's lengths are decimal")
+        n = int(sizes[0])
+        if n > self.limit:
+            buf.clear()
+            raise WireError(f"message longer than {self.limit} bytes")
+        total = close + 1 + n
+        if len(buf) < total:
+            return None
+        frame = bytes(buf[:total])
+        del buf[:total]
+        self._scanned = 0
         return frame

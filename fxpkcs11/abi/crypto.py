@@ -5,11 +5,12 @@ excepted: they touch no key, so they run here).
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from fxpkcs11 import ck, mechs, state
 from fxpkcs11.abi import marshal as m
-from fxpkcs11.abi.objects import ref
+from fxpkcs11.abi.objects import key_ref
 from fxpkcs11.abi.params import read_mechanism
 from fxpkcs11.digest import DigestState
 from fxpkcs11.errors import CKRError
@@ -26,7 +27,7 @@ def _init(h_session: int, p_mech: Any, h_key: int, kind: str) -> int:
     if kind in s.ops:
         raise CKRError(ck.CKR_OPERATION_ACTIVE, f"a {kind} operation is already active")
     code = mech.command(kind)
-    r = s.call(code, {Tag.PHASE: "I", Tag.OBJECT: ref(h_key), Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param,
+    r = s.call(code, {Tag.PHASE: "I", Tag.OBJECT: key_ref(h_key), Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param,
                       Tag.SESSION: s.handle})
     s.ops[kind] = Operation(code, r[Tag.CONTEXT], mech.code)
     return ck.CKR_OK
@@ -55,13 +56,25 @@ def _deliver(s: Session, kind: str, op: Operation, out: bytes, buf: Any, plen: A
     return rv
 
 
+@contextlib.contextmanager
+def _ends_on_bad_arguments(s: Session, kind: str) -> Iterator[None]:
+    """A data call refused for its arguments still ends the operation (the spec: the call
+    "always terminates the active operation" unless it returns CKR_OK or CKR_BUFFER_TOO_SMALL)."""
+    try:
+        yield
+    except CKRError:
+        s.end(kind)
+        raise
+
+
 def _single(h_session: int, kind: str, data_ptr: Any, data_len: int, buf: Any, plen: Any) -> int:
     s = state.current().session(h_session)
     op = s.op(kind)
     if op.mode == MULTI:
         raise CKRError(ck.CKR_OPERATION_ACTIVE, f"a multi-part {kind} is in progress")
-    data = m.read_bytes(data_ptr, data_len)
-    m.need(plen, "output length pointer")
+    with _ends_on_bad_arguments(s, kind):
+        data = m.read_view(data_ptr, data_len)
+        m.need(plen, "output length pointer")
     op.mode = SINGLE
     if op.pending is not None and op.pending_in == data:
         out = op.pending
@@ -72,7 +85,10 @@ def _single(h_session: int, kind: str, data_ptr: Any, data_len: int, buf: Any, p
         out = _run(s, kind, op, {Tag.PHASE: "F", Tag.DATA: data})
         op.finished = True
         op.pending_in = data
-    return _deliver(s, kind, op, out, buf, plen, True)
+    rv = _deliver(s, kind, op, out, buf, plen, True)
+    if op.pending is not None and type(op.pending_in) is memoryview:
+        op.pending_in = bytes(op.pending_in)  # kept past this call: the caller's buffer is not ours
+    return rv
 
 
 def _update(h_session: int, kind: str, data_ptr: Any, data_len: int, buf: Any, plen: Any) -> int:
@@ -80,12 +96,14 @@ def _update(h_session: int, kind: str, data_ptr: Any, data_len: int, buf: Any, p
     op = s.op(kind)
     if op.mode == SINGLE:
         raise CKRError(ck.CKR_OPERATION_ACTIVE, f"a single-part {kind} is in progress")
-    data = m.read_bytes(data_ptr, data_len)
+    with _ends_on_bad_arguments(s, kind):
+        data = m.read_bytes(data_ptr, data_len)
+        if buf is not None:
+            m.need(plen, "output length pointer")
     op.mode = MULTI
     if buf is None:  # sign/verify: no output
         _run(s, kind, op, {Tag.PHASE: "U", Tag.DATA: data})
         return ck.CKR_OK
-    m.need(plen, "output length pointer")
     if op.pending is not None and op.pending_in == data:
         out = op.pending
     else:
@@ -99,7 +117,8 @@ def _final(h_session: int, kind: str, buf: Any, plen: Any) -> int:
     op = s.op(kind)
     if op.mode == SINGLE:
         raise CKRError(ck.CKR_OPERATION_ACTIVE, f"a single-part {kind} is in progress")
-    m.need(plen, "output length pointer")
+    with _ends_on_bad_arguments(s, kind):
+        m.need(plen, "output length pointer")
     op.mode = MULTI
     if op.pending is not None and op.finished:
         out = op.pending
@@ -226,7 +245,11 @@ def C_Digest(h_session, p_data, ul_data_len, p_digest, pul_len) -> int:
         raise CKRError(ck.CKR_OPERATION_ACTIVE, "a multi-part digest is in progress")
     data = m.read_bytes(p_data, ul_data_len)
     op.mode = SINGLE
-    h = op.local.copy()
+    state_ = op.local
+    if p_digest != m.NULL and pul_len != m.NULL and pul_len[0] >= state_.digest_size:
+        h = state_.hash  # the operation ends here: no copy needed
+    else:
+        h = state_.copy()  # a length query or a short buffer keeps the operation going
     h.update(data)
     return _digest_out(s, op, h, p_digest, pul_len)
 

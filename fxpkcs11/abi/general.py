@@ -106,9 +106,21 @@ def C_GetSlotInfo(slot_id, p_info) -> int:
     where = "embedded" if token.hsm.embedded else ",".join(token.hsm.addresses)
     m.put_text(info.slotDescription, f"Futurex {MODEL} ({where})", 64)
     m.put_text(info.manufacturerID, MANUFACTURER, 32)
-    info.flags = ck.CKF_TOKEN_PRESENT | ck.CKF_HW_SLOT
     info.hardwareVersion.major, info.hardwareVersion.minor = 1, 0
-    info.firmwareVersion.major, info.firmwareVersion.minor = _firmware(token)
+    if token.hsm.embedded:
+        info.flags = ck.CKF_TOKEN_PRESENT | ck.CKF_HW_SLOT
+        info.firmwareVersion.major, info.firmwareVersion.minor = _firmware(token)
+        return ck.CKR_OK
+    # A network HSM can be away: the slot stays, its token is reported absent meanwhile.
+    info.flags = ck.CKF_HW_SLOT | ck.CKF_REMOVABLE_DEVICE
+    try:
+        info.firmwareVersion.major, info.firmwareVersion.minor = _firmware(token)
+    except CKRError as e:
+        if e.rv != ck.CKR_DEVICE_ERROR:
+            raise
+        info.firmwareVersion.major, info.firmwareVersion.minor = 0, 0
+        return ck.CKR_OK
+    info.flags |= ck.CKF_TOKEN_PRESENT
     return ck.CKR_OK
 
 

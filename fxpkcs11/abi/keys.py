@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fxpkcs11 import ck, state
 from fxpkcs11.abi import marshal as m
-from fxpkcs11.abi.objects import ref
+from fxpkcs11.abi.objects import key_ref, ref
 from fxpkcs11.abi.params import read_mechanism
 from vhsm.excrypt import Tag
 
@@ -40,8 +40,8 @@ def C_WrapKey(h_session, p_mechanism, h_wrapping, h_key, p_wrapped, pul_len) -> 
     s = state.current().session(h_session)
     mech, param = read_mechanism(p_mechanism, "wrap")
     m.need(pul_len, "pulWrappedKeyLen")
-    r = s.call("GPKW", {Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param, Tag.WRAPPING_KEY: ref(h_wrapping),
-                        Tag.OBJECT: ref(h_key)})
+    r = s.call("GPKW", {Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param, Tag.WRAPPING_KEY: key_ref(h_wrapping),
+                        Tag.OBJECT: key_ref(h_key)})
     return m.write_out(r[Tag.WRAPPED], p_wrapped, pul_len)
 
 
@@ -51,7 +51,7 @@ def C_UnwrapKey(h_session, p_mechanism, h_unwrapping, p_wrapped, ul_wrapped, p_t
     wrapped = m.read_bytes(p_wrapped, ul_wrapped)
     template = m.read_template(p_template, ul_count)
     m.need(ph_key, "phKey")
-    r = s.call("GPKU", {Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param, Tag.WRAPPING_KEY: ref(h_unwrapping),
+    r = s.call("GPKU", {Tag.MECHANISM: mech.code, Tag.MECH_PARAM: param, Tag.WRAPPING_KEY: key_ref(h_unwrapping),
                         Tag.WRAPPED: wrapped, Tag.TEMPLATE: template, Tag.READ_WRITE: s.rw,
                         Tag.SESSION: s.handle})
     ph_key[0] = r[Tag.OBJECT] + 1
@@ -80,10 +80,12 @@ def C_GenerateRandom(h_session, p_random, ul_len) -> int:
     s = state.current().session(h_session)
     if ul_len:
         m.need(p_random, "pRandomData")
+    if ul_len > m.LENGTH_LIMIT:
+        raise m.bad(f"ulRandomLen {ul_len} is absurd")
     done = 0
     while done < ul_len:
         n = min(RANDOM_CHUNK, ul_len - done)
         data = s.call("RAND", {Tag.LENGTH: n})[Tag.DATA]
-        m.ffi.memmove(p_random + done, data, n)
+        m.ffi.memmove(p_random + done if done else p_random, data, n)
         done += n
     return ck.CKR_OK

@@ -13,6 +13,11 @@ ULONG = struct.Struct("@L")  # CK_ULONG: native size and order (8 bytes on LP64)
 ULONG_SIZE = ULONG.size
 UNAVAILABLE = ck.CK_UNAVAILABLE_INFORMATION
 _KIND = ck.ATTR_KIND
+# No caller owns a buffer this large: a length above it is a wrong length, refused before
+# anything is read or written through the pointer.
+LENGTH_LIMIT = 1 << 32
+TEMPLATE_LIMIT = 1 << 12  # attributes in one template
+VIEW_MIN = 4096  # below this, copying costs less than the view
 
 
 def bind(the_ffi: Any) -> None:
@@ -29,7 +34,21 @@ def read_bytes(ptr: Any, n: int) -> bytes:
         return b""
     if ptr == NULL:
         raise bad("null data pointer with a non-zero length")
+    if n > LENGTH_LIMIT:
+        raise bad(f"length {n} is absurd")
     return ffi.buffer(ptr, n)[:]
+
+
+def read_view(ptr: Any, n: int) -> bytes | memoryview:
+    """The caller's buffer without a copy, valid only until the call returns: for a
+    single-part operation's input, consumed before the C function gives control back."""
+    if n < VIEW_MIN:
+        return read_bytes(ptr, n)
+    if ptr == NULL:
+        raise bad("null data pointer with a non-zero length")
+    if n > LENGTH_LIMIT:
+        raise bad(f"length {n} is absurd")
+    return memoryview(ffi.buffer(ptr, n))
 
 
 def need(ptr: Any, what: str) -> None:
@@ -121,6 +140,8 @@ def read_template(ptr: Any, count: int, depth: int = 0) -> dict[int, Any]:
         return {}
     if ptr == NULL:
         raise bad("template pointer is null with a non-zero count")
+    if count > TEMPLATE_LIMIT:
+        raise bad(f"template of {count} attributes")
     if depth > 2:
         raise CKRError(ck.CKR_ATTRIBUTE_VALUE_INVALID, "attribute templates nest too deeply")
     out: dict[int, Any] = {}
@@ -146,6 +167,8 @@ def read_template(ptr: Any, count: int, depth: int = 0) -> dict[int, Any]:
 def attribute_types(ptr: Any, count: int) -> list[int]:
     if count and ptr == NULL:
         raise bad("template pointer is null with a non-zero count")
+    if count > TEMPLATE_LIMIT:
+        raise bad(f"template of {count} attributes")
     return [ptr[i].type for i in range(count)]
 
 

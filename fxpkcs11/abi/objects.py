@@ -16,6 +16,12 @@ def ref(handle: int) -> int:
     return handle - 1
 
 
+def key_ref(handle: int) -> int:
+    """A key's device reference; handle 0 becomes -1, which the device refuses with the code
+    of the key's role (CKR_KEY_HANDLE_INVALID, CKR_WRAPPING_KEY_HANDLE_INVALID ...)."""
+    return -1 if handle == ck.CK_INVALID_HANDLE else handle - 1
+
+
 def C_CreateObject(h_session, p_template, ul_count, ph_object) -> int:
     s = state.current().session(h_session)
     template = m.read_template(p_template, ul_count)
@@ -70,7 +76,8 @@ def C_GetAttributeValue(h_session, h_object, p_template, ul_count) -> int:
 def C_SetAttributeValue(h_session, h_object, p_template, ul_count) -> int:
     s = state.current().session(h_session)
     template = m.read_template(p_template, ul_count)
-    if not template:
+    if not template:  # nothing to change, but the object must still be one this session sees
+        s.call("GPKS", {Tag.OBJECT: ref(h_object), Tag.ATTR_TYPES: []})
         return ck.CKR_OK
     s.call("GPKS", {Tag.OBJECT: ref(h_object), Tag.TEMPLATE: template, Tag.READ_WRITE: s.rw})
     return ck.CKR_OK

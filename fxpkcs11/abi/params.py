@@ -34,7 +34,7 @@ def _iv(size: int) -> Callable[[Any, int], bytes]:
 
 
 def _optional_iv(p: Any, n: int) -> bytes | None:
-    return None if (p == m.NULL or not n) else m.ffi.buffer(p, n)[:]
+    return None if (p == m.NULL or not n) else _bytes_of(p, n, "IV")
 
 
 def _bytes_of(p: Any, n: int, what: str) -> bytes:

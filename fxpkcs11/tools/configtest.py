@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from fxpkcs11.config import ConfigError, HsmConfig, find_config_path, load_config
 from vhsm.excrypt import Command, Reply, Tag
+from vhsm.tlsstream import TlsStream
 
 # The Excrypt commands the library needs for basic use (C_GetTokenInfo, C_FindObjects,
 # C_GetAttributeValue); a partition without them cannot even list its keys.
@@ -166,14 +167,9 @@ def _name(cert: Any) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
-def _show_chain(report: Report, sock: ssl.SSLSocket) -> None:
+def _show_chain(report: Report, sock: TlsStream) -> None:
     from cryptography import x509
-    ders: list[bytes] = []
-    try:
-        ders = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in sock._sslobj.get_verified_chain()]  # type: ignore
-    except Exception:  # older Python: the leaf only
-        leaf = sock.getpeercert(binary_form=True)
-        ders = [leaf] if leaf else []
+    ders = sock.peer_chain()
     now = datetime.datetime.now(datetime.timezone.utc)
     for i, der in enumerate(ders):
         cert = x509.load_der_x509_certificate(der)

@@ -554,3 +554,6 @@ def _command_list(p: Parser) -> Callable:
     return run
 
 
+
+
+from vhsm.cli import cluster as _cluster_commands  # noqa: E402,F401 - registers `cluster init|join|status`

@@ -6,7 +6,9 @@ import logging
 import os
 import sys
 
+from vhsm.excrypt import DeviceError
 from vhsm.server import ADMIN_PORT, PROD_PORT, Limits, run
+from vhsm.tlsports import TlsSetupError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--handshake-timeout", type=float, default=10.0)
     p.add_argument("--max-message", type=int, default=Limits.max_message, help="largest frame in bytes")
     p.add_argument("--max-clients", type=int, default=Limits.max_clients)
+    p.add_argument("--workers", type=int, default=0,
+                   help="serve from this many worker processes sharing the ports and the state (default: one process)")
     return p
 
 
@@ -31,6 +35,9 @@ def serve(state: str, argv: list[str]) -> int:
     a = parser().parse_args(argv)
     if a.detach and not a.pid_file:
         print("vhsm serve: --detach needs --pid-file", file=sys.stderr)
+        return 2
+    if a.workers < 0:
+        print("vhsm serve: --workers must be 1 or more", file=sys.stderr)
         return 2
     handler: logging.Handler
     if a.log_file:
@@ -48,9 +55,13 @@ def serve(state: str, argv: list[str]) -> int:
     limits = Limits(max_message=a.max_message, handshake_timeout=a.handshake_timeout,
                     idle_timeout=a.idle_timeout, max_clients=a.max_clients)
     try:
+        if a.workers:
+            from vhsm import workers
+            return workers.run(state, a.host, a.port, None if a.admin_port < 0 else a.admin_port, a.workers,
+                               pid_file=os.path.abspath(a.pid_file) if a.pid_file else None, limits=limits)
         return run(state, a.host, a.port, None if a.admin_port < 0 else a.admin_port,
                    pid_file=os.path.abspath(a.pid_file) if a.pid_file else None, limits=limits)
-    except OSError as e:
+    except (OSError, TlsSetupError, DeviceError) as e:  # no port, no usable TLS key, no store (cluster node)
         root.error("cannot serve: %s", e)
         return 1
 

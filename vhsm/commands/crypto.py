@@ -95,6 +95,8 @@ def operation(code: str) -> Callable:
             conn.contexts.pop(cid, None)
             return {}
         data = f.get(Tag.DATA) or b""
+        if type(data) is memoryview and not getattr(ctx, "takes_views", False):
+            data = bytes(data)  # an in-process caller's buffer: only some contexts read it as is
         try:
             if phase == Phase.UPDATE:
                 out = ctx.update(data)

@@ -15,7 +15,7 @@ from vhsm.crypto import mechanisms as mechs
 from vhsm.excrypt import DeviceError, Tag
 from vhsm.objects import P11Object, object_size
 from vhsm.p11 import attributes as rules
-from vhsm.p11 import certificates, objectrules
+from vhsm.p11 import objectrules
 
 SECRET_KEYGEN = {ck.CKM_AES_KEY_GEN: ck.CKK_AES, ck.CKM_DES3_KEY_GEN: ck.CKK_DES3,
                  ck.CKM_DES2_KEY_GEN: ck.CKK_DES2, ck.CKM_GENERIC_SECRET_KEY_GEN: ck.CKK_GENERIC_SECRET,
@@ -105,6 +105,7 @@ def load_object(conn: Any, role: dict, f: dict, code: str) -> dict:
         if ck.CKA_MODULUS_BITS in template and template[ck.CKA_MODULUS_BITS] != pub.key_size:
             raise DeviceError(ck.CKR_TEMPLATE_INCONSISTENT, "CKA_MODULUS_BITS does not match CKA_MODULUS")
     elif cls == ck.CKO_CERTIFICATE:
+        from vhsm.p11 import certificates  # x509 parsing: loaded at the first certificate, not at start
         extra = certificates.x509_attrs(template)
     attrs = rules.complete(template, cls, kt, local=False, mechanism=None)
     attrs.update(extra)
@@ -171,12 +172,11 @@ def generate_pair(conn: Any, role: dict, f: dict, code: str) -> dict:
     check_writable(conn, f, priv_attrs)
     # The private half takes the first free slot, as on the device: an application that
     # deletes its private wrapping keys (vSEC:CMS) leaves its public keys where the guide shows.
-    priv = store_new(conn, role, f, priv_attrs, keymat.private_der(key))
-    try:
-        pub = store_new(conn, role, f, pub_attrs, None)
-    except DeviceError:
-        conn.objects.destroy(priv)
-        raise
+    # Both halves are stored in one transaction: a failure leaves neither behind.
+    objectrules.check_new(conn, priv_attrs)
+    objectrules.check_new(conn, pub_attrs)
+    priv, pub = conn.objects.create_all([(priv_attrs, keymat.private_der(key)), (pub_attrs, None)], role["name"],
+                                        policy.slot_ranges(role), f.get(Tag.SESSION, 0))
     return {Tag.PUBLIC_OBJECT: pub.ref, Tag.PRIVATE_OBJECT: priv.ref}
 
 
@@ -186,9 +186,12 @@ def find(conn: Any, role: dict, f: dict) -> dict:
     crit = f.get(Tag.TEMPLATE) or {}
     label = crit.get(ck.CKA_LABEL)
     owner = None if factory.ALL_SLOTS in role["perms"] else role["name"]
-    recs = conn.device.store.find_keys(owner, cls=crit.get(ck.CKA_CLASS),
+
+    def indexed(v: Any) -> Any:  # a CK_ULONG above SQLite's INTEGER is no stored value: filter below
+        return v if not isinstance(v, int) or v < 1 << 63 else None
+    recs = conn.device.store.find_keys(owner, cls=indexed(crit.get(ck.CKA_CLASS)),
                                        label=label if isinstance(label, str) else None,
-                                       key_id=crit.get(ck.CKA_ID), key_type=crit.get(ck.CKA_KEY_TYPE))
+                                       key_id=crit.get(ck.CKA_ID), key_type=indexed(crit.get(ck.CKA_KEY_TYPE)))
     private_ok = conn.logged_in
     out = []
     for rec in recs:

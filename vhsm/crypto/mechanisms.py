@@ -6,6 +6,8 @@ context; a single-part call is update + final. Raising DeviceError ends the oper
 """
 from __future__ import annotations
 
+import hashlib
+
 import hmac as _hmac
 from typing import Any
 
@@ -114,11 +116,40 @@ class _Accumulate:
         self.buf += data
 
 
+# The padding and prehash descriptors hold no state: one of each serves every call.
+PKCS1 = padding.PKCS1v15()
+_PREHASHED: dict[type, utils.Prehashed] = {}
+_ECDSA_PREHASHED: dict[type, ec.ECDSA] = {}
+_HASHLIB = {hashes.SHA1: hashlib.sha1, hashes.SHA224: hashlib.sha224, hashes.SHA256: hashlib.sha256,
+            hashes.SHA384: hashlib.sha384, hashes.SHA512: hashlib.sha512}
+
+
+def prehashed(alg: type[hashes.HashAlgorithm]) -> utils.Prehashed:
+    p = _PREHASHED.get(alg)
+    if p is None:
+        p = _PREHASHED[alg] = utils.Prehashed(alg())
+    return p
+
+
+def ecdsa_prehashed(alg: type[hashes.HashAlgorithm]) -> ec.ECDSA:
+    p = _ECDSA_PREHASHED.get(alg)
+    if p is None:
+        p = _ECDSA_PREHASHED[alg] = ec.ECDSA(prehashed(alg))
+    return p
+
+
 class HashThenSign:
-    __slots__ = ("h", "fn")
+    __slots__ = ("h", "fn", "digest")
+    takes_views = True  # hashes its input within the call
 
     def __init__(self, alg: type[hashes.HashAlgorithm], fn) -> None:
-        self.h = hashes.Hash(alg())
+        quick = _HASHLIB.get(alg)  # hashlib's objects cost less per call than a hashes.Hash
+        if quick is not None:
+            self.h = quick()
+            self.digest = self.h.digest
+        else:
+            self.h = hashes.Hash(alg())
+            self.digest = self.h.finalize
         self.fn = fn
 
     def update(self, data: bytes) -> None:
@@ -127,7 +158,7 @@ class HashThenSign:
     def final(self, data: bytes = b"", *extra: Any) -> Any:
         if data:
             self.h.update(data)
-        return self.fn(self.h.finalize(), *extra)
+        return self.fn(self.digest(), *extra)
 
 
 class WholeInput:
@@ -187,7 +218,7 @@ def _rsa_pkcs_sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
         raise data_len(f"CKM_RSA_PKCS input is longer than {k - 11} bytes")
     for prefix, alg in DIGEST_INFO.items():
         if data.startswith(prefix) and len(data) == len(prefix) + alg.digest_size:
-            return key.sign(data[len(prefix):], padding.PKCS1v15(), utils.Prehashed(alg()))
+            return key.sign(data[len(prefix):], PKCS1, prehashed(alg))
     block = b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data
     return _rsa_raw_private(key, block)
 
@@ -213,7 +244,7 @@ def _ecdsa_digest(order_bits: int, data: bytes) -> tuple[bytes, hashes.HashAlgor
 
 
 def _ecdsa_sign(key: ec.EllipticCurvePrivateKey, digest: bytes, alg: hashes.HashAlgorithm) -> bytes:
-    r, s = utils.decode_dss_signature(key.sign(digest, ec.ECDSA(utils.Prehashed(alg))))
+    r, s = utils.decode_dss_signature(key.sign(digest, ecdsa_prehashed(type(alg))))
     n = (key.curve.key_size + 7) // 8
     return r.to_bytes(n, "big") + s.to_bytes(n, "big")
 
@@ -223,7 +254,7 @@ def _ecdsa_verify(key: ec.EllipticCurvePublicKey, digest: bytes, alg: hashes.Has
     if len(sig) != 2 * n:
         raise DeviceError(ck.CKR_SIGNATURE_LEN_RANGE, f"ECDSA signature must be {2 * n} bytes")
     der = utils.encode_dss_signature(int.from_bytes(sig[:n], "big"), int.from_bytes(sig[n:], "big"))
-    key.verify(der, digest, ec.ECDSA(utils.Prehashed(alg)))
+    key.verify(der, digest, ecdsa_prehashed(type(alg)))
 
 
 def _dsa_order(key: Any) -> int:
@@ -275,8 +306,7 @@ def sign_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
         kb = (key.key_size + 7) // 8
         if mech in RSA_PKCS_HASHED:
             return HashThenSign(RSA_PKCS_HASHED[mech],
-                                lambda d, a=RSA_PKCS_HASHED[mech]: key.sign(d, padding.PKCS1v15(),
-                                                                             utils.Prehashed(a())))
+                                lambda d, p=prehashed(RSA_PKCS_HASHED[mech]): key.sign(d, PKCS1, p))
         if mech == ck.CKM_RSA_PKCS:
             return WholeInput(lambda d: _rsa_pkcs_sign(key, d))
         if mech == ck.CKM_RSA_X_509:
@@ -331,7 +361,7 @@ def verify_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
         if mech in RSA_PKCS_HASHED:
             a = RSA_PKCS_HASHED[mech]
             return HashThenSign(a, _checked_verify(
-                lambda d, sig: (length_ok(sig), key.verify(sig, d, padding.PKCS1v15(), utils.Prehashed(a())))))
+                lambda d, sig, p=prehashed(a): (length_ok(sig), key.verify(sig, d, PKCS1, p))))
         if mech in (ck.CKM_RSA_PKCS, ck.CKM_RSA_X_509):
             def verify_raw(d: bytes, sig: bytes) -> None:
                 length_ok(sig)
@@ -464,6 +494,7 @@ def mac_context(mech: int, param: Any, key: bytes, key_type: int) -> Mac:
 class BlockCipher:
     """ECB/CBC with or without PKCS#7 padding, multi-part."""
     __slots__ = ("ctx", "pad", "unpad", "block", "pending", "decrypt")
+    takes_views = True  # reads its input once, within the call: no copy needed
 
     def __init__(self, cipher: Cipher, block: int, padded: bool, decrypt: bool) -> None:
         self.ctx = cipher.decryptor() if decrypt else cipher.encryptor()

@@ -1,0 +1,133 @@
+"""TLS over a blocking socket through memory BIOs, for both ends of an Excrypt link.
+
+An `ssl.SSLSocket` with a timeout polls before every write and every empty read, reads each
+record in two system calls and allocates its receive buffer per call. Here the socket stays
+blocking, the kernel enforces the timeout (SO_RCVTIMEO / SO_SNDTIMEO), and each message
+costs one send and, usually, one receive.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+
+_CHUNK = 65536  # below malloc's mmap threshold: reading never maps fresh memory
+
+
+class TlsStream:
+    def __init__(self, raw: socket.socket, ctx: ssl.SSLContext, *, server_side: bool,
+                 server_hostname: str | None = None, timeout: float | None = None) -> None:
+        self.raw = raw
+        raw.settimeout(None)
+        self.set_timeout(timeout)
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.ssl = ctx.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname)
+        self._buf = bytearray(_CHUNK)
+        self._view = memoryview(self._buf)
+        self._eof = False
+        self._unread = False
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """How long one receive or send may block; None waits for ever."""
+        usec = 0 if not seconds else max(1, int(seconds * 1_000_000))
+        tv = struct.pack("ll", usec // 1_000_000, usec % 1_000_000)
+        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+    def handshake(self) -> None:
+        """Raises ssl.SSLError for a refused handshake (after sending the alert that says why),
+        socket.timeout, or OSError."""
+        while True:
+            try:
+                self.ssl.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._fill():
+                    raise ssl.SSLEOFError("the peer closed the connection during the handshake") from None
+            except ssl.SSLError:
+                try:
+                    self._flush()
+                except OSError:
+                    pass
+                raise
+        self._flush()
+        # The handshake may have taken in the peer's first records too, where neither the
+        # BIO nor SSL_pending shows them: the first read must look.
+        self._unread = True
+
+    def getpeercert(self) -> bytes | None:
+        return self.ssl.getpeercert(binary_form=True)
+
+    def version(self) -> str | None:
+        return self.ssl.version()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self.ssl.cipher()
+
+    def peer_chain(self) -> list[bytes]:
+        """The peer's certificate chain as verified (DER), leaf first; the leaf alone when
+        this Python cannot tell."""
+        try:
+            return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in self.ssl._sslobj.get_verified_chain()]  # type: ignore[attr-defined]
+        except AttributeError:
+            leaf = self.getpeercert()
+            return [leaf] if leaf else []
+
+    def sendall(self, data: bytes) -> None:
+        self.ssl.write(data)
+        self._flush()
+
+    def recv(self) -> bytes:
+        """The next application data, waiting for it; b"" when the peer closed."""
+        while True:
+            if not (self._in.pending or self._unread or self.ssl.pending()):
+                # Nothing buffered: wait for bytes first instead of paying for SSLWantReadError.
+                if self._out.pending:
+                    self._flush()
+                if not self._fill():
+                    return b""
+            try:
+                return self.ssl.read(_CHUNK)
+            except ssl.SSLWantReadError:
+                self._unread = False
+                if self._out.pending:  # a post-handshake message (key update) wants an answer
+                    self._flush()
+                if not self._fill():
+                    return b""
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def pending(self) -> bool:
+        """Bytes already received and not yet read: a reply, or the peer's close."""
+        return bool(self.ssl.pending() or self._in.pending)
+
+    def _flush(self) -> None:
+        data = self._out.read()
+        if data:
+            try:
+                self.raw.sendall(data)
+            except BlockingIOError:
+                raise socket.timeout("send timed out") from None
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        try:
+            n = self.raw.recv_into(self._buf)
+        except BlockingIOError:
+            raise socket.timeout("receive timed out") from None
+        except ConnectionResetError:
+            n = 0  # gone, as a close is (a peer that closes with our bytes unread resets)
+        if n == 0:
+            self._eof = True
+            self._in.write_eof()
+            return False
+        self._in.write(self._view[:n])
+        return True
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except OSError:
+            pass
