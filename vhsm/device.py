@@ -157,6 +157,7 @@ class VirtualHSM:
                 raise DeviceError(ck.CKR_DEVICE_ERROR, f"role table: {e}") from None
             if role is None:
                 raise DeviceError(ck.CKR_DEVICE_ERROR, f"role {name!r} no longer exists")
+            role["command_set"] = frozenset(role["commands"])  # policy.authorize's lookup, per command
             roles[name] = role
         return role
 
@@ -201,7 +202,7 @@ class Connection:
 
     def execute(self, cmd: Command) -> Reply:
         self.device.commands_served += 1
-        return _dispatch()(self, cmd)
+        return (_dispatch_fn or _dispatch())(self, cmd)
 
     def idle_link_may_close(self) -> bool:
         """An idle link may go when the application keeps other links, or has nothing to

@@ -39,7 +39,7 @@ def authorize(role: dict, info: CommandInfo, recorder: Recorder | None = None,
         if recorder is not None:
             recorder.record_learned(role["name"], epoch, info.code)
         return
-    if info.code in role["commands"]:
+    if info.code in (role.get("command_set") or role["commands"]):
         return
     name = role["name"]
     text = (f"command {info.code} is not enabled for role {name!r}; enable it with "

@@ -15,6 +15,7 @@ import datetime
 import errno
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -345,6 +346,14 @@ if hasattr(os, "register_at_fork"):
                         after_in_child=_FORK_GATE.after_fork_in_child)
 
 
+def _quick_check(conn: sqlite3.Connection) -> str | None:
+    """What SQLite's structural check finds wrong with the database, None when sound."""
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    if rows == [("ok",)]:
+        return None
+    return "database is corrupt: " + "; ".join(str(r[0]) for r in rows[:3])
+
+
 def _describe(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", "") or ""
     for prefix, text in _ERROR_TEXT.items():
@@ -356,6 +365,9 @@ def _describe(exc: sqlite3.Error) -> str:
 
 
 _GEN = struct.Struct("<Q")
+# Up to this size the whole database is checked before the open returns (a few ms); a larger
+# key table is checked by a thread started at the open, refusing every use once damage shows.
+QUICK_CHECK_INLINE = 8 << 20
 
 
 class SQLiteStore:
@@ -371,6 +383,7 @@ class SQLiteStore:
         self._conns: list[tuple[int, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._damage: str | None = None  # what a background integrity check found
         _LIVE_STORES.add(self)
         self._open()
         try:
@@ -404,10 +417,14 @@ class SQLiteStore:
     def _check_and_migrate(self) -> None:
         with self._sql():
             conn = self._conn()
-            rows = conn.execute("PRAGMA quick_check").fetchall()
-            if rows != [("ok",)]:
-                detail = "; ".join(str(r[0]) for r in rows[:3])
-                raise self._fail(f"database is corrupt: {detail}")
+            if os.path.getsize(self.path) <= QUICK_CHECK_INLINE:
+                problem = _quick_check(conn)
+                if problem:
+                    raise self._fail(problem)
+            else:
+                # A large key table is checked beside the first commands instead of before
+                # them: the check reads every page (tens of milliseconds per 100,000 keys).
+                threading.Thread(target=self._check_in_background, name="vhsm-store-check", daemon=True).start()
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             if app_id != APPLICATION_ID:
                 raise self._fail("not a vhsm store (foreign SQLite database)")
@@ -559,9 +576,25 @@ class SQLiteStore:
             self._conns.append((pid, conn))
         return conn
 
+    def _check_in_background(self) -> None:
+        try:
+            with _FORK_GATE.inside():
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+                try:
+                    problem = _quick_check(conn)
+                finally:
+                    conn.close()
+        except sqlite3.Error as exc:
+            problem = _describe(exc)  # the check itself hit the damage
+        if problem:
+            self._damage = problem
+            logging.getLogger("vhsm").error("%s: %s; every later use of it is refused", self.path, problem)
+
     @contextlib.contextmanager
     def _sql(self) -> Iterator[None]:
         """Map sqlite3 errors to StoreError naming the file and the cause."""
+        if self._damage:
+            raise self._fail(self._damage)
         with _FORK_GATE.inside():
             try:
                 yield

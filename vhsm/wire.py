@@ -14,7 +14,8 @@ envelope with one; text frames keep working for everything else.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Callable
 
 from vhsm import attrcodec
 from vhsm.excrypt import (STATUS_FAIL, STATUS_OK, TAG_COMMAND, TAG_ERROR_TEXT, TAG_REASON, TAG_STATUS, Command,
@@ -76,53 +77,54 @@ def _from_json(v: Any) -> Any:
     return v
 
 
+# Texts may quote what a client sent (an unknown user name): anything a frame cannot carry
+# becomes "?", so a reply always frames.
+_NOT_IN_TEXT = re.compile(r"[^\t\x20-\x7e]|[;\[\]<>]")
+
+_ENCODE_KIND: dict[str, Callable[[Any], str]] = {
+    "text": lambda v: _NOT_IN_TEXT.sub("?", str(v)), "utext": lambda v: str(v).encode("utf-8").hex(),
+    "int": lambda v: str(int(v)), "bool": lambda v: "Y" if v else "N", "hex": lambda v: bytes(v).hex(),
+    "ints": lambda v: ",".join(str(int(x)) for x in v),
+    "attrs": lambda v: attrcodec.encode_attrs(v or {}).hex(),
+    "json": lambda v: json.dumps(_to_json(v), separators=(",", ":")).encode().hex(),
+}
+_ENCODERS: dict[str, Callable[[Any], str]] = {tag: _ENCODE_KIND[kind] for tag, kind in KINDS.items()}
+
+
 def encode_value(tag: str, v: Any) -> str:
-    kind = KINDS.get(tag)
-    if kind is None:
+    encode = _ENCODERS.get(tag)
+    if encode is None:
         raise WireError(f"no wire encoding for tag {tag}")
-    if kind == "text":
-        # Texts may quote what a client sent (an unknown user name): anything the frame
-        # cannot carry becomes "?", so a reply always frames.
-        return "".join(c if ord(c) < 128 and ord(c) in _ALLOWED and c not in FORBIDDEN else "?" for c in str(v))
-    if kind == "utext":
-        return str(v).encode("utf-8").hex()
-    if kind == "int":
-        return str(int(v))
-    if kind == "bool":
-        return "Y" if v else "N"
-    if kind == "hex":
-        return bytes(v).hex()
-    if kind == "ints":
-        return ",".join(str(int(x)) for x in v)
-    if kind == "attrs":
-        return attrcodec.encode_attrs(v or {}).hex()
-    return json.dumps(_to_json(v), separators=(",", ":")).encode().hex()
+    return encode(v)
+
+
+def _int(text: str) -> int:
+    if not text.lstrip("-").isdigit():
+        raise ValueError("not a decimal number")
+    return int(text)
+
+
+def _bool(text: str) -> bool:
+    if text not in ("Y", "N"):
+        raise ValueError("not Y or N")
+    return text == "Y"
+
+
+_DECODE_KIND: dict[str, Callable[[str], Any]] = {
+    "text": str, "utext": lambda t: bytes.fromhex(t).decode("utf-8"), "int": _int, "bool": _bool,
+    "hex": bytes.fromhex, "ints": lambda t: [int(x) for x in t.split(",")] if t else [],
+    "attrs": lambda t: attrcodec.decode_attrs(bytes.fromhex(t)),
+    "json": lambda t: _from_json(json.loads(bytes.fromhex(t).decode("utf-8"))),
+}
+_DECODERS: dict[str, Callable[[str], Any]] = {tag: _DECODE_KIND[kind] for tag, kind in KINDS.items()}
 
 
 def decode_value(tag: str, text: str) -> Any:
-    kind = KINDS.get(tag)
-    if kind is None:
+    decode = _DECODERS.get(tag)
+    if decode is None:
         raise WireError(f"unknown tag {tag!r}")
     try:
-        if kind == "text":
-            return text
-        if kind == "utext":
-            return bytes.fromhex(text).decode("utf-8")
-        if kind == "int":
-            if not text.lstrip("-").isdigit():
-                raise ValueError("not a decimal number")
-            return int(text)
-        if kind == "bool":
-            if text not in ("Y", "N"):
-                raise ValueError("not Y or N")
-            return text == "Y"
-        if kind == "hex":
-            return bytes.fromhex(text)
-        if kind == "ints":
-            return [int(x) for x in text.split(",")] if text else []
-        if kind == "attrs":
-            return attrcodec.decode_attrs(bytes.fromhex(text))
-        return _from_json(json.loads(bytes.fromhex(text).decode("utf-8")))
+        return decode(text)
     except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: JSON nested too deep
         raise WireError(f"bad value for tag {tag}: {e}") from None
 
@@ -130,15 +132,19 @@ def decode_value(tag: str, text: str) -> Any:
 # ------------------------------------------------------------------ frames
 
 def _frame(code: str, fields: dict[str, Any], head: list[str], binary: bool = False) -> bytes:
-    parts = [f"{TAG_COMMAND}{code}"] + head
+    parts = [TAG_COMMAND + code, *head]
     raw: list[bytes] = []
+    encoders = _ENCODERS
     for tag, v in fields.items():
         if v is None:
             continue
         if binary and len(tag) == 2 and KINDS.get(tag) == "hex" and len(v) >= BINARY_MIN:
             raw.append(b"%s#%d#" % (tag.encode("ascii"), len(v)) + v + b";")
             continue
-        parts.append(tag + encode_value(tag, v))
+        encode = encoders.get(tag)
+        if encode is None:
+            raise WireError(f"no wire encoding for tag {tag}")
+        parts.append(tag + encode(v))
     text = ("[" + ";".join(parts) + ";").encode("ascii")
     if not raw:
         return text + b"]"
@@ -197,11 +203,11 @@ def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
         raise WireError(f"message longer than {MAX_MESSAGE} bytes")
     if body[:1] != b"[" or body[-1:] != b"]":
         raise WireError("a message is [ fields ]")
-    if body[1:-1].translate(None, _ALLOWED):
+    inner = body[1:-1]
+    if inner.translate(None, _ALLOWED):
         raise WireError("a value contains [ ] < > or a byte that is not printable ASCII")
-    inner = body[1:-1].decode("ascii")
-    raw = [f for f in inner.split(";")]
-    if raw and raw[-1] == "":
+    raw = inner.decode("ascii").split(";")
+    if raw[-1] == "":
         raw.pop()
     if not raw or not raw[0].startswith(TAG_COMMAND) or len(raw[0]) < 3:
         raise WireError("the first field must be AO with the command")
@@ -209,13 +215,21 @@ def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
     if not code.isalnum() or len(code) > 8:
         raise WireError(f"bad command code {code!r}")
     fields: dict[str, Any] = {}
-    for f in raw[1:]:
-        if len(f) < 2 or not f[:2].isalpha() or not f[:2].isupper():
-            raise WireError(f"bad field {f[:10]!r}: a field is a two-letter tag and its value")
+    decoders = _DECODERS
+    for i in range(1, len(raw)):
+        f = raw[i]
         tag = f[:2]
+        decode = decoders.get(tag)
+        if decode is None:
+            if len(f) < 2 or not tag.isalpha() or not tag.isupper():
+                raise WireError(f"bad field {f[:10]!r}: a field is a two-letter tag and its value")
+            raise WireError(f"unknown tag {tag!r}")
         if tag in fields:
             raise WireError(f"tag {tag} appears twice")
-        fields[tag] = decode_value(tag, f[2:])
+        try:
+            fields[tag] = decode(f[2:])
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
+            raise WireError(f"bad value for tag {tag}: {e}") from None
     return code, fields
 
 

@@ -468,3 +468,44 @@ def test_generation_moves_with_every_write_from_any_store(tmp_path):
     assert a.generation() == g1  # reads do not move it
     a.close()
     b.close()
+
+
+# --- the integrity check of a large key table runs beside the first commands ----------------
+
+def _filled(path: str, n: int) -> None:
+    s = SQLiteStore(path)
+    for start in range(0, n, 500):
+        s.insert_keys("app1", [(0, 99999)], [builder(label=f"k{i}") for i in range(start, start + 500)])
+    s.close()
+
+
+def test_large_store_is_checked_in_the_background(tmp_path, monkeypatch):
+    import vhsm.store as store_mod
+    monkeypatch.setattr(store_mod, "QUICK_CHECK_INLINE", 0)  # every store counts as large
+    path = str(tmp_path / "vhsm.db")
+    _filled(path, 2000)
+    s = SQLiteStore(path)  # sound: the check finds nothing and the store keeps working
+    time.sleep(0.5)
+    assert s.count_keys() == 2000
+    s.close()
+    with open(path, "r+b") as f:  # damage a page in the middle of the key table's b-tree
+        page = int.from_bytes(open(path, "rb").read(18)[16:18], "big")
+        f.seek(page * (os.path.getsize(path) // page // 2))
+        f.write(b"\xff" * 64)
+    try:
+        s = SQLiteStore(path)
+    except StoreError as e:  # found before the open returned: as good
+        assert "corrupt" in str(e) or "malformed" in str(e), e
+        return
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            s.count_keys()
+        except StoreError as e:
+            assert "corrupt" in str(e) or "malformed" in str(e), e
+            break
+        assert time.monotonic() < deadline, "the damage was never reported"
+        time.sleep(0.05)
+    with pytest.raises(StoreError, match="corrupt"):
+        s.get_meta("serial")  # and every later use is refused
+    s.close()
