@@ -25,7 +25,8 @@ def test_benchmark_prints_a_table_with_ratios():
     if missing:
         pytest.skip("benchmark prerequisites missing: " + ", ".join(missing))
     build_library()
-    p = subprocess.run(["bash", RUN, "--seconds", "0.2", "--ops", "random32"], cwd=ROOT, capture_output=True,
+    p = subprocess.run(["bash", RUN, "--seconds", "0.2", "--ops", "random32", "--objects", "1000"], cwd=ROOT,
+                       capture_output=True,
                        text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, f"run.sh -> {p.returncode}\n{p.stdout}\n{p.stderr}"
     lines = [ln.strip() for ln in p.stdout.splitlines()]
@@ -43,3 +44,6 @@ def test_benchmark_prints_a_table_with_ratios():
     assert all(float(r[:-1]) > 0 for r in ratios), row
     rates = [c for c in cells[1:] if re.fullmatch(r"[\d,]+(\.\d+)?", c)]
     assert rates and all(float(r.replace(",", "")) > 0 for r in rates), row
+    # the scaling figures ran too: threads, workers, and a partition with many objects
+    for figure in ("client threads", "workers", "token objects", "resident memory", "TLS round trip floor"):
+        assert any(figure in ln for ln in lines), (figure, p.stdout)

@@ -172,7 +172,8 @@ class WholeInput:
         self.acc.update(data)
 
     def final(self, data: bytes = b"", *extra: Any) -> Any:
-        return self.fn(bytes(self.acc.buf) + data, *extra)
+        buf = self.acc.buf
+        return self.fn(bytes(buf) + data if buf else bytes(data), *extra)
 
 
 def _pss(param: dict | None, alg: type[hashes.HashAlgorithm] | None, key_bytes: int) -> tuple[padding.PSS, type]:
@@ -231,6 +232,9 @@ def _ecdsa_digest(order_bits: int, data: bytes) -> tuple[bytes, hashes.HashAlgor
     """CKM_ECDSA and CKM_DSA sign caller-hashed data of any length. The value signed is the
     leftmost order-size bits of the input (FIPS 186); it is handed to the library as a
     digest of a size it knows, placed so that the library's own truncation yields it."""
+    for size, alg in _PREHASH_SIZES:  # the usual case: a hash as long as the order
+        if 8 * size == order_bits == 8 * len(data):
+            return data, alg()
     e = int.from_bytes(data, "big") if data else 0
     if 8 * len(data) > order_bits:
         e >>= 8 * len(data) - order_bits
@@ -244,8 +248,17 @@ def _ecdsa_digest(order_bits: int, data: bytes) -> tuple[bytes, hashes.HashAlgor
 
 
 def _ecdsa_sign(key: ec.EllipticCurvePrivateKey, digest: bytes, alg: hashes.HashAlgorithm) -> bytes:
-    r, s = utils.decode_dss_signature(key.sign(digest, ecdsa_prehashed(type(alg))))
-    n = (key.curve.key_size + 7) // 8
+    return dss_raw(key.sign(digest, ecdsa_prehashed(type(alg))), (key.curve.key_size + 7) // 8)
+
+
+def dss_raw(der: bytes, n: int) -> bytes:
+    """r || s, n bytes each, from the DER SEQUENCE of two INTEGERs the library returns."""
+    if len(der) < 128 and der[0] == 0x30 and der[2] == 0x02:  # short form: sliced directly
+        rl = der[3]
+        r, sl = der[4:4 + rl], der[5 + rl]
+        sig = der[6 + rl:6 + rl + sl]
+        return r.lstrip(b"\0").rjust(n, b"\0") + sig.lstrip(b"\0").rjust(n, b"\0")
+    r, s = utils.decode_dss_signature(der)
     return r.to_bytes(n, "big") + s.to_bytes(n, "big")
 
 
