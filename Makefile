@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 LIB := fxpkcs11/lib/libfxpkcs11.so
 
-.PHONY: demo test build bench stress apt clean
+.PHONY: demo test build bytecode bench stress apt clean
 
 demo: build
 	bash examples/demo.sh
@@ -13,7 +13,12 @@ demo: build
 test: build
 	$(VPY) -m pytest -q tests
 
-build: apt $(LIB)
+build: apt $(LIB) bytecode
+
+# Imports read bytecode where it exists, also when PYTHONDONTWRITEBYTECODE keeps Python from
+# writing it: compiled once here, C_Initialize does not compile the provider on every start.
+bytecode: $(VENV)/.stamp
+	@$(VPY) -m compileall -q -j 0 fxpkcs11 vhsm
 
 apt:
 	@bash scripts/apt-deps.sh
