@@ -428,29 +428,37 @@ class PgStore:
         """The lowest free slot in ``ranges`` (in order), taken under the partition's advisory
         lock; an overlapping range of another role racing for the same slot loses the primary
         key and picks again."""
+        return self.insert_keys(owner, ranges, [build])[0]
+
+    def insert_keys(self, owner: str, ranges: list[tuple[int, int]],
+                    builds: list[Callable[[int], KeyRecord]]) -> list[KeyRecord]:
+        """``insert_key`` for several keys in one transaction (a key pair): all or none."""
         ranges = check_ranges(ranges)
         for _ in range(50):
             try:
+                out = []
                 with self._write() as conn:
                     conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_SLOTS, owner))
-                    for lo, hi in ranges:
-                        slot = self._free_slot(conn, lo, hi)
-                        if slot is not None:
-                            break
-                    else:
-                        raise SlotsFull(ranges)
-                    rec = build(slot)
-                    if rec.slot != slot or rec.owner != owner:
-                        raise ValueError(f"build({slot}) returned a record for slot {rec.slot} "
-                                         f"owned by {rec.owner!r}, expected {owner!r}")
-                    params = self._key_params(rec)
-                    got = conn.execute(
-                        "INSERT INTO keys (slot, owner, cls, label, key_id, key_type, attrs, wrapped, version) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, nextval('key_version')) "
-                        "ON CONFLICT (slot) DO NOTHING RETURNING version", (slot, *params)).fetchone()
-                    if got is None:
-                        raise _Retry()
-                return dataclasses.replace(rec, version=got[0])
+                    for build in builds:
+                        for lo, hi in ranges:
+                            slot = self._free_slot(conn, lo, hi)
+                            if slot is not None:
+                                break
+                        else:
+                            raise SlotsFull(ranges)
+                        rec = build(slot)
+                        if rec.slot != slot or rec.owner != owner:
+                            raise ValueError(f"build({slot}) returned a record for slot {rec.slot} "
+                                             f"owned by {rec.owner!r}, expected {owner!r}")
+                        params = self._key_params(rec)
+                        got = conn.execute(
+                            "INSERT INTO keys (slot, owner, cls, label, key_id, key_type, attrs, wrapped, version) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, nextval('key_version')) "
+                            "ON CONFLICT (slot) DO NOTHING RETURNING version", (slot, *params)).fetchone()
+                        if got is None:
+                            raise _Retry()
+                        out.append(dataclasses.replace(rec, version=got[0]))
+                return out
             except _Retry:
                 continue
         raise self._fail("could not allocate a key slot: other nodes kept taking the free ones")
