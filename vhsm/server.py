@@ -201,15 +201,19 @@ class Server:
                     conn, addr = s.accept()
                 except OSError:
                     continue
-                with self._links_lock:
-                    full = len(self._links) >= self.limits.max_clients
-                if full:
-                    log.warning("%s: refused, %d clients connected", addr, self.limits.max_clients)
-                    conn.close()
-                    continue
-                threading.Thread(target=self._link_thread, args=(conn, addr, socks[s]), daemon=True).start()
+                self.start_link(conn, addr, socks[s])
         for s in socks:
             s.close()
+
+    def start_link(self, conn: socket.socket, addr: Any, kind: type) -> None:
+        """Serve an accepted connection on its own thread, unless the server is full."""
+        with self._links_lock:
+            full = len(self._links) >= self.limits.max_clients
+        if full:
+            log.warning("%s: refused, %d clients connected", addr, self.limits.max_clients)
+            conn.close()
+            return
+        threading.Thread(target=self._link_thread, args=(conn, addr, kind), daemon=True).start()
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting; idle links close now, busy ones after their command."""

@@ -17,7 +17,6 @@ import os
 import select
 import signal
 import socket
-import threading
 import time
 from typing import Any
 
@@ -55,13 +54,7 @@ class WorkerServer(Server):
         except OSError:
             conn.close()
             return
-        with self._links_lock:
-            full = len(self._links) >= self.limits.max_clients
-        if full:
-            log.warning("%s: refused, %d clients connected", addr, self.limits.max_clients)
-            conn.close()
-            return
-        threading.Thread(target=self._serve_link, args=(conn, addr, kind), daemon=True).start()
+        self.start_link(conn, addr, kind)  # the thread releases its database handle when it ends
 
 
 class Worker:
