@@ -58,6 +58,7 @@ class ProductionLink:
         self.server = server
         self.peer = peer
         self.client = identity  # the client certificate's fingerprint, None when anonymous
+        self.closed = False
         self.app: Connection = server.device.connect()
         self.app.client = identity
 
@@ -99,7 +100,9 @@ class ProductionLink:
         return self.app.idle_link_may_close()
 
     def close(self) -> None:
-        self.server.device.leave(self.app)
+        if not self.closed:  # once: an idle link leaves before its thread's final close
+            self.closed = True
+            self.server.device.leave(self.app)
 
 
 class AdminLink:
@@ -153,6 +156,7 @@ class Server:
         self._links_lock = threading.Lock()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self._idle_lock = threading.Lock()
 
     # ------------------------------------------------------------ TLS
     def context(self, admin: bool) -> ssl.SSLContext:
@@ -282,8 +286,12 @@ class Server:
             try:
                 data = tls.recv()
             except socket.timeout:
-                if not link.can_drop():
-                    continue  # the application's last link, holding its login or objects
+                # Decide and leave under one lock: two idle links of one application timing out
+                # together would otherwise each see the other and both go, ending it.
+                with self._idle_lock:
+                    if not link.can_drop():
+                        continue  # the application's last link, holding its login or objects
+                    link.close()
                 log.info("%s: idle for %.0f s, closing", peer, self.limits.idle_timeout)
                 return
             except (ssl.SSLError, OSError):
