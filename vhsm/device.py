@@ -192,6 +192,7 @@ class Connection:
         self.so = False  # the identity logged in as the partition's security officer (CKU_SO)
         self.pending_auth: set[int] = set()  # contexts waiting for C_Login(CKU_CONTEXT_SPECIFIC)
         self.last_resolved: Any = None  # the object the last command resolved (set by keys.resolve)
+        self.admitted: tuple | None = None  # ((generation, role), codes, role): see dispatcher._admit
         self.objects = ObjectSpace(device.store, device.require_ftk, device.cache)
         self.contexts: dict[int, tuple[int, str, Any]] = {}  # id -> (session, command, context)
 

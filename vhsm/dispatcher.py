@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fxpkcs11 import ck
 from vhsm import contextauth, policy
 from vhsm.commands import copying, crypto, derive, digest, dlog, info, keys, login, recover, token
-from vhsm.commands.catalog import BY_CODE
+from vhsm.commands.catalog import BY_CODE, CommandInfo
 from vhsm.excrypt import Command, DeviceError, Reply
 from vhsm.store import StoreError, StoreFull
 
@@ -28,19 +28,7 @@ def dispatch(conn: "Connection", cmd: Command) -> Reply:
     if info is None:
         return DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, f"unknown command {code!r}").reply(code)
     try:
-        conn.device.refresh()
-        try:
-            role = conn.device.role(conn.role_name)
-        except DeviceError:
-            if not info.session_control:
-                raise
-            # The connection's role was deleted meanwhile: it may still log out and close
-            # its sessions (releasing their objects), as session control runs for every role.
-            role = {"name": conn.role_name, "kind": "deleted", "perms": [], "key_ranges": [],
-                    "commands": [], "settings": {}}
-        policy.authorize(role, info, conn.device, conn.identity)
-        if info.needs_ftk:
-            conn.device.require_ftk()
+        role = _admit(conn, info)
         guarded = code in contextauth.GUARDED
         if guarded:
             contextauth.before(conn, code, cmd.fields)
@@ -59,3 +47,34 @@ def dispatch(conn: "Connection", cmd: Command) -> Reply:
         log.exception("%s: internal error", code)
         return DeviceError(ck.CKR_DEVICE_ERROR, f"{code}: internal error in the device").reply(code)
     return Reply(code, "Y", fields)
+
+
+def _admit(conn: "Connection", info: CommandInfo) -> dict:
+    """The policy check every command passes: the role's whitelist and the FTK. A command
+    admitted once is admitted again without the lookups while the store's generation (which
+    every change of roles, settings and secure memory bumps) and the connection's role stay
+    the same; a partition in learn mode records each command, so it is never cached."""
+    device = conn.device
+    key = (device.store.generation(), conn.role_name)
+    admitted = conn.admitted
+    if admitted is not None and admitted[0] == key and info.code in admitted[1]:
+        return admitted[2]
+    device.refresh()
+    try:
+        role = device.role(conn.role_name)
+    except DeviceError:
+        if not info.session_control:
+            raise
+        # The connection's role was deleted meanwhile: it may still log out and close
+        # its sessions (releasing their objects), as session control runs for every role.
+        return {"name": conn.role_name, "kind": "deleted", "perms": [], "key_ranges": [],
+                "commands": [], "settings": {}}
+    policy.authorize(role, info, device, conn.identity)
+    if info.needs_ftk:
+        device.require_ftk()
+    if not policy.learning(role):
+        if admitted is not None and admitted[0] == key and admitted[2] is role:
+            admitted[1].add(info.code)
+        else:
+            conn.admitted = (key, {info.code}, role)
+    return role

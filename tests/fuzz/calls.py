@@ -108,6 +108,8 @@ class Pools:
     objects: dict[int, int] = field(default_factory=dict)         # handle -> slot
     dead_objects: list[int] = field(default_factory=list)
     created: list[tuple[int, int]] = field(default_factory=list)  # (session, handle) this input
+    created_slot: dict[int, int] = field(default_factory=dict)    # handle -> slot of its session
+    survivors: int = 0  # objects the input made that could not be destroyed (CKA_DESTROYABLE false)
 
 
 class Decoder:

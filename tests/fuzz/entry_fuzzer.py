@@ -18,6 +18,7 @@ name a prepared two-slot configuration; otherwise one is made in a temporary dir
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import os
@@ -69,6 +70,7 @@ class Escapes(logging.Handler):
 
 
 ESCAPES = Escapes()
+HISTORY: collections.deque = collections.deque(maxlen=300)  # calls of the latest inputs, for a failure report
 
 
 def c(name: str, *args) -> int:
@@ -218,6 +220,7 @@ def _new_objects(d: Decoder, session: int, *outs: Arg):
             h = ctypes.cast(o.value, ctypes.POINTER(UL))[0] if o.value is not None else 0
             if h:
                 POOLS.created.append((session, h))
+                POOLS.created_slot[h] = POOLS.session_slot.get(session)
                 if session in [POOLS.sessions[n] for n in FIXTURE_SESSIONS]:
                     POOLS.objects[h] = POOLS.session_slot[session]
                 if h in POOLS.dead_objects:
@@ -312,6 +315,7 @@ def build(d: Decoder) -> Call:
             def destroyed(rv: int) -> None:
                 POOLS.objects.pop(h, None)
                 POOLS.created[:] = [(a, b) for a, b in POOLS.created if b != h]
+                POOLS.created_slot.pop(h, None)
                 POOLS.dead_objects.append(h)
             return Call("C_DestroyObject", [sv, h], s.invalid, destroyed)
         o = d.object(sv)
@@ -477,10 +481,13 @@ def _general(d: Decoder, k: int) -> Call:
 def cleanup() -> None:
     p = POOLS
     for sess, h in reversed(p.created):
-        c("C_DestroyObject", sess, h)
+        rv = _destroy(sess, h, p.created_slot.pop(h, None))
         p.objects.pop(h, None)
-        if h not in p.dead_objects:
-            p.dead_objects.append(h)
+        if rv in (ck.CKR_OK, ck.CKR_OBJECT_HANDLE_INVALID):
+            if h not in p.dead_objects:
+                p.dead_objects.append(h)
+        else:
+            p.survivors += 1  # e.g. CKA_DESTROYABLE false: it lives on, so it is no "destroyed object"
     p.created.clear()
     del p.dead_objects[64:]
     for name, h in list(p.sessions.items()):
@@ -494,6 +501,15 @@ def cleanup() -> None:
     del p.dead_sessions[16:]
 
 
+def _destroy(session: int, handle: int, slot: int | None) -> int:
+    """Destroy an object the input made; a token object outlives a session the input closed,
+    so that one goes through the slot's fixture session."""
+    rv = c("C_DestroyObject", session, handle)
+    if rv in (ck.CKR_SESSION_HANDLE_INVALID, ck.CKR_SESSION_CLOSED) and slot in (0, 1):
+        rv = c("C_DestroyObject", POOLS.sessions[("rw0", "rw1")[slot]], handle)
+    return rv
+
+
 def check(call: Call, rv: int) -> None:
     problems = []
     if rv not in CKR_NAMES and not rv & ck.CKR_VENDOR_DEFINED:
@@ -505,7 +521,7 @@ def check(call: Call, rv: int) -> None:
     if ESCAPES.records:
         rec = ESCAPES.records[0]
         ESCAPES.records.clear()
-        problems.append(f"an exception escaped to a guard: {rec.getMessage()}\n"
+        problems.append(f"an exception escaped to a guard in thread {rec.threadName}: {rec.getMessage()}\n"
                         + "".join(logging.Formatter().formatException(rec.exc_info)))
     if problems:
         args = ", ".join(_show(a) for a in call.args)
@@ -523,6 +539,7 @@ def _show(a: Any) -> str:
 
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
+    HISTORY.append([])
     try:
         for _ in range(fdp.ConsumeIntInRange(1, 12)):
             if fdp.remaining_bytes() == 0:
@@ -533,11 +550,26 @@ def test_one_input(data: bytes) -> None:
                 print(f"fuzz: {call.name}({', '.join(_show(a) for a in call.args)}) [{call.invalid}]",
                       file=sys.stderr, flush=True)
             rv = c(call.name, *call.args)
+            HISTORY[-1].append((call.name, rv, call.invalid))
             if rv == ck.CKR_OK and call.after is not None:
                 call.after(rv)
             check(call, rv)
-    finally:
         cleanup()
+    except BaseException:
+        _print_history()
+        raise
+
+
+def _print_history() -> None:
+    """A failure can depend on what earlier inputs left behind: show their calls first."""
+    print(f"=== the last {len(HISTORY)} inputs' calls, oldest first (name -> CKR [why invalid]):", file=sys.stderr)
+    for i, calls in enumerate(HISTORY):
+        shown = "; ".join(f"{n} -> {CKR_NAMES.get(rv, hex(rv))}" + (f" [{why}]" if why else "")
+                          for n, rv, why in calls)
+        print(f"  {i - len(HISTORY) + 1}: {shown}", file=sys.stderr)
+    print(f"=== pools: {len(POOLS.objects)} objects, {len(POOLS.dead_objects)} destroyed, "
+          f"{len(POOLS.sessions)} sessions, {POOLS.survivors} undestroyable objects left by earlier inputs",
+          file=sys.stderr, flush=True)
 
 
 def main() -> None:

@@ -27,6 +27,13 @@ class FuzzRun:
     def crashed(self) -> bool:
         return self.timed_out or self.returncode != 0 or "ERROR: libFuzzer" in self.output
 
+    @property
+    def exception(self) -> str:
+        """The Python exception that ended the target: libFuzzer calls that "fuzz target exited"."""
+        m = re.search(r"=== Uncaught Python exception: ===\n(?:.*\n)*?(\w[\w.]*(?:Error|Exception|Exit|Interrupt)\b.*)",
+                      self.output)
+        return m.group(1) if m else ""
+
     def tail(self, n: int = 60) -> str:
         lines = [ln for ln in self.output.splitlines() if not ln.startswith(("INFO: Instrumenting", "#"))]
         return "\n".join(lines[-n:])

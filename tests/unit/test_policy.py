@@ -355,3 +355,43 @@ def test_handler_exception_becomes_device_error_and_connection_survives(dev, mon
     assert r.ok and r.fields[Tag.ECHO_DATA] == "still here"
     monkeypatch.undo()
     assert run(conn, "RAND", LENGTH=4).ok
+
+
+# ------------------------------------------------------------------ admitted commands are not remembered past a change
+
+def test_whitelist_change_applies_to_the_next_command_of_a_connection(dev):
+    ident = add_partition(dev, "Shrinks", [(0, 9)], ["RAND", "ECHO"])
+    conn = login(dev, ident)
+    assert run(conn, "RAND", LENGTH=8).ok and run(conn, "RAND", LENGTH=8).ok
+    dev.store.put_role({**dev.store.get_role("Shrinks"), "commands": ["ECHO"]})
+    r = run(conn, "RAND", LENGTH=8)
+    assert not r.ok and "RAND" in r.error_text
+    assert run(conn, "ECHO").ok
+
+
+def test_logout_applies_the_transaction_processing_whitelist_at_once(dev):
+    tp = dev.store.get_role(TRANSACTION_PROCESSING)
+    dev.store.put_role({**tp, "commands": ["ECHO"]})
+    conn = login(dev, add_partition(dev, "Full", [(0, 9)], ["RAND", "ECHO"]))
+    assert run(conn, "RAND", LENGTH=8).ok
+    assert run(conn, "LOGO").ok
+    r = run(conn, "RAND", LENGTH=8)
+    assert not r.ok and TRANSACTION_PROCESSING in r.error_text
+
+
+def test_ftk_removal_refuses_the_next_key_command(dev):
+    conn = login(dev, add_partition(dev, "Keys", [(0, 9)], KEY_COMMANDS))
+    ref = import_key(conn)
+    assert encrypt(conn, ref).ok
+    dev.load_ftk(None)
+    r = encrypt(conn, ref)
+    assert not r.ok and r.reason == ck.CKR_DEVICE_ERROR and "FTK" in r.error_text
+
+
+def test_learn_mode_records_commands_admitted_before_it_began(dev):
+    conn = login(dev, add_partition(dev, "Learner", [(0, 9)], ["ECHO"]))
+    assert run(conn, "ECHO").ok
+    dev.store.put_role({**dev.store.get_role("Learner"), "settings": {"learn": "e1"}})
+    assert run(conn, "ECHO").ok and run(conn, "RAND", LENGTH=4).ok
+    assert dev.store.get_meta("learned:Learner:e1:ECHO") == "1"
+    assert dev.store.get_meta("learned:Learner:e1:RAND") == "1"

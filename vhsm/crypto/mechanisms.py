@@ -161,6 +161,53 @@ class HashThenSign:
         return self.fn(self.digest(), *extra)
 
 
+class RsaPkcsHashVerify:
+    """CKM_SHA*_RSA_PKCS verification as PKCS #1 v1.5 defines it ("encode and compare"): the
+    signature opened with the public key must be exactly DigestInfo || H(message). One
+    library call per signature, and no verification context to build per operation."""
+    __slots__ = ("h", "key", "kb", "prefix")
+    takes_views = True
+
+    def __init__(self, alg: type[hashes.HashAlgorithm], key: rsa.RSAPublicKey, kb: int) -> None:
+        self.h = _HASHLIB[alg]()
+        self.key, self.kb, self.prefix = key, kb, _DIGEST_INFO_OF[alg]
+
+    def update(self, data: bytes) -> None:
+        self.h.update(data)
+
+    def final(self, data: bytes = b"", sig: bytes = b"") -> None:
+        if data:
+            self.h.update(data)
+        if len(sig) != self.kb:
+            raise DeviceError(ck.CKR_SIGNATURE_LEN_RANGE, f"RSA signature must be {self.kb} bytes")
+        try:
+            opened = self.key.recover_data_from_signature(sig, PKCS1, None)
+        except InvalidSignature:
+            opened = None
+        if opened != self.prefix + self.h.digest():
+            raise DeviceError(ck.CKR_SIGNATURE_INVALID, "signature does not verify")
+
+
+class EcdsaSign:
+    """CKM_ECDSA: signs caller-hashed input whole, as r || s."""
+    __slots__ = ("key", "bits", "n", "buf")
+    takes_views = True  # the input is read within the call
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self.key = key
+        self.bits = key.curve.key_size
+        self.n = (self.bits + 7) // 8
+
+    def update(self, data: bytes) -> None:
+        raise DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, "this mechanism is single-part only")
+
+    def final(self, data: bytes = b"") -> bytes:
+        pre = _ECDSA_BY_SIZE.get(len(data)) if 8 * len(data) == self.bits else None
+        if pre is not None:  # the usual case: a hash as long as the order
+            return dss_raw(self.key.sign(bytes(data), pre), self.n)
+        return _ecdsa_sign(self.key, *_ecdsa_digest(self.bits, bytes(data)))
+
+
 class WholeInput:
     __slots__ = ("acc", "fn")
 
@@ -226,6 +273,8 @@ def _rsa_pkcs_sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
 
 _PREHASH_SIZES = ((20, hashes.SHA1), (28, hashes.SHA224), (32, hashes.SHA256), (48, hashes.SHA384),
                   (64, hashes.SHA512))
+_ECDSA_BY_SIZE = {size: ecdsa_prehashed(alg) for size, alg in _PREHASH_SIZES}
+_DIGEST_INFO_OF = {alg: prefix for prefix, alg in DIGEST_INFO.items()}
 
 
 def _ecdsa_digest(order_bits: int, data: bytes) -> tuple[bytes, hashes.HashAlgorithm]:
@@ -338,7 +387,7 @@ def sign_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
             return WholeInput(sign_pss)
     if key_type == ck.CKK_EC and isinstance(key, ec.EllipticCurvePrivateKey):
         if mech == ck.CKM_ECDSA:
-            return WholeInput(lambda d: _ecdsa_sign(key, *_ecdsa_digest(key.curve.key_size, d)))
+            return EcdsaSign(key)
         if mech in ECDSA_HASHED:
             alg = ECDSA_HASHED[mech]
             return HashThenSign(alg, lambda d: _ecdsa_sign(key, *_ecdsa_digest(key.curve.key_size, d)))
@@ -372,9 +421,7 @@ def verify_context(mech: int, param: Any, key: Any, key_type: int) -> Any:
             if len(sig) != kb:
                 raise DeviceError(ck.CKR_SIGNATURE_LEN_RANGE, f"RSA signature must be {kb} bytes")
         if mech in RSA_PKCS_HASHED:
-            a = RSA_PKCS_HASHED[mech]
-            return HashThenSign(a, _checked_verify(
-                lambda d, sig, p=prehashed(a): (length_ok(sig), key.verify(sig, d, PKCS1, p))))
+            return RsaPkcsHashVerify(RSA_PKCS_HASHED[mech], key, kb)
         if mech in (ck.CKM_RSA_PKCS, ck.CKM_RSA_X_509):
             def verify_raw(d: bytes, sig: bytes) -> None:
                 length_ok(sig)
