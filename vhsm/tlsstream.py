@@ -4,14 +4,39 @@ An `ssl.SSLSocket` with a timeout polls before every write and every empty read,
 record in two system calls and allocates its receive buffer per call. Here the socket stays
 blocking, the kernel enforces the timeout (SO_RCVTIMEO / SO_SNDTIMEO), and each message
 costs one send and, usually, one receive.
+
+A receive first polls the socket for a short while before it blocks (see `_poll`): on a
+virtual machine, a thread that blocks puts its idle vCPU to sleep, and waking it again costs
+tens of microseconds on each side of every round trip, more than the work the message asks.
 """
 from __future__ import annotations
 
+import mmap
+import os
 import socket
 import ssl
 import struct
+import time
 
 _CHUNK = 65536  # below malloc's mmap threshold: reading never maps fresh memory
+SPIN_S = int(os.environ.get("VHSM_SPIN_US", "200")) / 1e6  # the longest a receive polls before it blocks
+_PROBE_EVERY = 32  # a stream whose waits run long still polls once in this many receives
+_ALONE_S = 0.005  # polling needs this stream to be the only busy one for this long
+# The stream that began a receive last and when, then the same for the last other stream:
+# this process's own, or shared by a server's worker processes (share_between_processes).
+_BOARD = struct.Struct("=QdQd")
+_LAST = struct.Struct("=Q")
+_board: bytearray | mmap.mmap = bytearray(_BOARD.size)
+_PREEMPTED_S = 150e-6  # a gap this long inside the polling loop: the core was wanted elsewhere
+_BACK_OFF_S = 0.05
+_quiet_until = 0.0  # no polling in this process before then
+
+
+def share_between_processes() -> None:
+    """Called before a server forks its workers: a worker then polls only while no other
+    worker is busy either, so the workers leave the cores to the work."""
+    global _board
+    _board = mmap.mmap(-1, _BOARD.size)
 
 
 class TlsStream:
@@ -26,6 +51,9 @@ class TlsStream:
         self._view = memoryview(self._buf)
         self._eof = False
         self._unread = False
+        self._key = (os.getpid() << 40) ^ id(self)
+        self._wait = 0.0  # recent receive waits (seconds, moving average): poll only when short
+        self._receives = 0
 
     def set_timeout(self, seconds: float | None) -> None:
         """How long one receive or send may block; None waits for ever."""
@@ -113,8 +141,11 @@ class TlsStream:
     def _fill(self) -> bool:
         if self._eof:
             return False
+        start = time.perf_counter()
         try:
-            n = self.raw.recv_into(self._buf)
+            n = self._poll(start)
+            if n is None:
+                n = self.raw.recv_into(self._buf)
         except BlockingIOError:
             raise socket.timeout("receive timed out") from None
         except ConnectionResetError:
@@ -123,8 +154,45 @@ class TlsStream:
             self._eof = True
             self._in.write_eof()
             return False
+        self._wait = 0.75 * self._wait + 0.25 * (time.perf_counter() - start)
         self._in.write(self._view[:n])
         return True
+
+    def _poll(self, start: float) -> int | None:
+        """Bytes read without blocking, or None when none came within SPIN_S. Polls only
+        while this stream's recent waits were short (a reply that takes a millisecond is not
+        worth a core), and only while no other stream of this process is in use: threads
+        that poll side by side would fight over the interpreter lock and the cores that the
+        work itself needs."""
+        global _quiet_until
+        me, board = self._key & 0xFFFFFFFFFFFFFFFF, _board
+        last, last_at, other, other_at = _BOARD.unpack_from(board)
+        if last == me:
+            _BOARD.pack_into(board, 0, me, start, other, other_at)
+        else:
+            _BOARD.pack_into(board, 0, me, start, last, last_at)
+            other_at = last_at
+        alone = start - other_at > _ALONE_S
+        self._receives += 1
+        if (not SPIN_S or not alone or start < _quiet_until
+                or (self._wait > SPIN_S and self._receives % _PROBE_EVERY)):
+            return None
+        recv_into, buf, flags, clock = self.raw.recv_into, self._buf, socket.MSG_DONTWAIT, time.perf_counter
+        end = start + SPIN_S
+        before = start
+        while True:
+            try:
+                return recv_into(buf, 0, flags)
+            except BlockingIOError:
+                now = clock()
+                if now - before > _PREEMPTED_S:  # another thread or process needed this core
+                    _quiet_until = now + _BACK_OFF_S
+                    return None
+                if now > end or _LAST.unpack_from(board)[0] != me:
+                    return None
+                before = now
+            except InterruptedError:
+                continue
 
     def close(self) -> None:
         try:

@@ -20,7 +20,7 @@ import socket
 import time
 from typing import Any
 
-from vhsm import cluster
+from vhsm import cluster, tlsstream
 from vhsm.apps import AppRegistry, SharedApps
 from vhsm.server import AdminLink, Limits, ProductionLink, Server
 
@@ -78,6 +78,7 @@ class Supervisor:
         self.listeners = [(s, b"P" if kind is ProductionLink else b"A") for s, kind in probe._listeners]
         probe.device.close()  # no store connection may cross the fork
         self.registry = AppRegistry.create(state_dir)
+        tlsstream.share_between_processes()
         self.workers = [Worker(i) for i in range(workers)]
         self._next = 0
         self._stopping = False
