@@ -30,7 +30,7 @@ FORBIDDEN = set(";[]<>")
 
 # tag -> kind. text: as is; utext: UTF-8 hex; int: decimal; bool: Y/N; hex: bytes;
 # ints: comma-separated decimals; attrs: attribute template (attrcodec) in hex;
-# json: any JSON-able value (bytes tagged) in hex.
+# json: any JSON-able value (bytes tagged) in hex; a value that is plain bytes as X and its hex.
 KINDS: dict[str, str] = {
     TAG_STATUS: "text", TAG_ERROR_TEXT: "text", TAG_REASON: "int",
     Tag.ECHO_DATA: "text", Tag.FIRMWARE: "text", Tag.SERIAL: "text", Tag.SESSION: "int",
@@ -54,6 +54,11 @@ class WireError(ValueError):
 
 
 # ------------------------------------------------------------------ values
+
+# A json value that is plain bytes (an IV, the commonest mechanism parameter) travels as this
+# letter and its hex, without JSON; hex of JSON text never starts with it.
+_RAW_JSON = "X"
+
 
 def _to_json(v: Any) -> Any:
     if isinstance(v, (bytes, bytearray)):
@@ -86,7 +91,8 @@ _ENCODE_KIND: dict[str, Callable[[Any], str]] = {
     "int": lambda v: str(int(v)), "bool": lambda v: "Y" if v else "N", "hex": lambda v: bytes(v).hex(),
     "ints": lambda v: ",".join(str(int(x)) for x in v),
     "attrs": lambda v: attrcodec.encode_attrs(v or {}).hex(),
-    "json": lambda v: json.dumps(_to_json(v), separators=(",", ":")).encode().hex(),
+    "json": lambda v: _RAW_JSON + v.hex() if type(v) is bytes else json.dumps(
+        _to_json(v), separators=(",", ":")).encode().hex(),
 }
 _ENCODERS: dict[str, Callable[[Any], str]] = {tag: _ENCODE_KIND[kind] for tag, kind in KINDS.items()}
 
@@ -114,7 +120,8 @@ _DECODE_KIND: dict[str, Callable[[str], Any]] = {
     "text": str, "utext": lambda t: bytes.fromhex(t).decode("utf-8"), "int": _int, "bool": _bool,
     "hex": bytes.fromhex, "ints": lambda t: [int(x) for x in t.split(",")] if t else [],
     "attrs": lambda t: attrcodec.decode_attrs(bytes.fromhex(t)),
-    "json": lambda t: _from_json(json.loads(bytes.fromhex(t).decode("utf-8"))),
+    "json": lambda t: bytes.fromhex(t[1:]) if t[:1] == _RAW_JSON else _from_json(
+        json.loads(bytes.fromhex(t).decode("utf-8"))),
 }
 _DECODERS: dict[str, Callable[[str], Any]] = {tag: _DECODE_KIND[kind] for tag, kind in KINDS.items()}
 

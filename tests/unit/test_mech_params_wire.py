@@ -32,3 +32,17 @@ def test_parameter_round_trips_the_wire(kind):
     fields = {Tag.MECHANISM: 1, Tag.MECH_PARAM: SAMPLES[kind], Tag.OBJECT: -1}
     back = wire.decode_command(wire.encode_command(Command("GPKX", fields)))
     assert back.fields == fields
+
+
+@pytest.mark.parametrize("value", [bytes(16), b"", b"X" * 3, {"$b": "00"}, "X00", [b"\x01"], None, 0])
+def test_plain_bytes_travel_without_json_and_nothing_else_is_taken_for_them(value):
+    frame = wire.encode_command(Command("GPSE", {Tag.MECH_PARAM: value}))
+    if type(value) is bytes:
+        assert b";MPX" + value.hex().encode() + b";" in frame
+    back = wire.decode_command(frame).fields.get(Tag.MECH_PARAM)
+    assert back == value and type(back) is type(value)
+
+
+def test_a_raw_parameter_with_bad_hex_is_refused():
+    with pytest.raises(wire.WireError):
+        wire.decode_command(b"[AOGPSE;MPX0g;]")
