@@ -2,7 +2,8 @@
 with the same data sizes, so the table can show what the PKCS #11 path adds per call.
 
 Also the floor of a network round trip: a Python TLS 1.3 echo over loopback between two
-processes, the least any over-TLS call can cost here.
+processes, the least any over-TLS call can cost here, once with receives that block and
+once polling first, as the library and `vhsm serve` do (docs/network.md).
 
     ceiling.py --seconds S [--ops a,b] > ceiling.json   (p11bench's --json shape)
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import select
 import socket
 import ssl
 import tempfile
@@ -101,27 +103,40 @@ def _self_signed(folder: str) -> tuple[str, str]:
     return cpath, kpath
 
 
-def _echo_server(listener: socket.socket, cert: str, key: str) -> None:
+POLL_S = 500e-6
+
+
+def _recv(tls: ssl.SSLSocket, poll: bool) -> bytes:
+    """A receive; with `poll`, the socket is polled for up to POLL_S before blocking."""
+    if poll and not tls.pending():
+        end = time.perf_counter() + POLL_S
+        while not select.select([tls], [], [], 0)[0] and time.perf_counter() < end:
+            pass
+    return tls.recv(65536)
+
+
+def _echo_server(listener: socket.socket, cert: str, key: str, poll: bool) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     tls = ctx.wrap_socket(conn, server_side=True)
     while True:
-        data = tls.recv(65536)
+        data = _recv(tls, poll)
         if not data:
             return
         tls.sendall(data)
 
 
-def tls_round_trip(seconds: float) -> float:
-    """Round trips per second of a 64-byte message over TLS between two Python processes."""
+def tls_round_trip(seconds: float, poll: bool = False) -> float:
+    """Round trips per second of a 64-byte message over TLS between two Python processes,
+    each blocking in its receive, or (`poll`) polling first as the library and server do."""
     with tempfile.TemporaryDirectory() as folder:
         cert, key = _self_signed(folder)
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        proc = multiprocessing.get_context("fork").Process(target=_echo_server, args=(listener, cert, key))
+        proc = multiprocessing.get_context("fork").Process(target=_echo_server, args=(listener, cert, key, poll))
         proc.start()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(cert)
@@ -130,7 +145,7 @@ def tls_round_trip(seconds: float) -> float:
         tls = ctx.wrap_socket(raw, server_hostname="localhost")
         msg = b"x" * 64
         try:
-            return rate(lambda: (tls.sendall(msg), tls.recv(65536)), seconds)
+            return rate(lambda: (tls.sendall(msg), _recv(tls, poll)), seconds)
         finally:
             tls.close()
             proc.join(5)
@@ -145,7 +160,7 @@ def main() -> None:
     wanted = [o for o in a.ops.split(",") if o] or list(OPS)
     ops = {op: rate(OPS[op](), a.seconds) for op in wanted if op in OPS}
     out = {"module": "cryptography (direct)", "threads": 1, "ops": ops,
-           "tls_round_trip": tls_round_trip(a.seconds)}
+           "tls_round_trip": tls_round_trip(a.seconds), "tls_round_trip_polling": tls_round_trip(a.seconds, True)}
     print(json.dumps(out))
 
 

@@ -107,7 +107,7 @@ class Link:
                             self.binary = True  # this server reads binary envelopes
                         return reply
                     clear_openssl_errors()
-                    chunk = self.sock.recv()
+                    chunk = self.sock.recv((cmd.code, cmd.fields.get(Tag.PHASE)))
                     if not chunk:
                         kind = LinkError if answered else ClosedUnanswered
                         raise kind(f"{self.host}:{self.port}: the HSM closed the connection")

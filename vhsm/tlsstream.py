@@ -19,7 +19,7 @@ import struct
 import time
 
 _CHUNK = 65536  # below malloc's mmap threshold: reading never maps fresh memory
-SPIN_S = int(os.environ.get("VHSM_SPIN_US", "200")) / 1e6  # the longest a receive polls before it blocks
+SPIN_S = int(os.environ.get("VHSM_SPIN_US", "500")) / 1e6  # the longest a receive polls before it blocks
 _PROBE_EVERY = 32  # a stream whose waits run long still polls once in this many receives
 _ALONE_S = 0.005  # polling needs this stream to be the only busy one for this long
 # The stream that began a receive last and when, then the same for the last other stream:
@@ -52,7 +52,7 @@ class TlsStream:
         self._eof = False
         self._unread = False
         self._key = (os.getpid() << 40) ^ id(self)
-        self._wait = 0.0  # recent receive waits (seconds, moving average): poll only when short
+        self._waits: dict = {}  # recent receive waits (seconds, moving average) by what is awaited
         self._receives = 0
 
     def set_timeout(self, seconds: float | None) -> None:
@@ -106,14 +106,16 @@ class TlsStream:
         self.ssl.write(data)
         self._flush()
 
-    def recv(self) -> bytes:
-        """The next application data, waiting for it; b"" when the peer closed."""
+    def recv(self, awaiting: object = None) -> bytes:
+        """The next application data, waiting for it; b"" when the peer closed. `awaiting`
+        names what is expected (a command's reply): waits are learnt per name, so a slow
+        reply does not stop the polling for quick ones."""
         while True:
             if not (self._in.pending or self._unread or self.ssl.pending()):
                 # Nothing buffered: wait for bytes first instead of paying for SSLWantReadError.
                 if self._out.pending:
                     self._flush()
-                if not self._fill():
+                if not self._fill(awaiting):
                     return b""
             try:
                 return self.ssl.read(_CHUNK)
@@ -121,7 +123,7 @@ class TlsStream:
                 self._unread = False
                 if self._out.pending:  # a post-handshake message (key update) wants an answer
                     self._flush()
-                if not self._fill():
+                if not self._fill(awaiting):
                     return b""
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 return b""
@@ -138,12 +140,12 @@ class TlsStream:
             except BlockingIOError:
                 raise socket.timeout("send timed out") from None
 
-    def _fill(self) -> bool:
+    def _fill(self, awaiting: object = None) -> bool:
         if self._eof:
             return False
         start = time.perf_counter()
         try:
-            n = self._poll(start)
+            n = self._poll(start, awaiting)
             if n is None:
                 n = self.raw.recv_into(self._buf)
         except BlockingIOError:
@@ -154,11 +156,12 @@ class TlsStream:
             self._eof = True
             self._in.write_eof()
             return False
-        self._wait = 0.75 * self._wait + 0.25 * (time.perf_counter() - start)
+        waits = self._waits
+        waits[awaiting] = 0.75 * waits.get(awaiting, 0.0) + 0.25 * (time.perf_counter() - start)
         self._in.write(self._view[:n])
         return True
 
-    def _poll(self, start: float) -> int | None:
+    def _poll(self, start: float, awaiting: object) -> int | None:
         """Bytes read without blocking, or None when none came within SPIN_S. Polls only
         while this stream's recent waits were short (a reply that takes a millisecond is not
         worth a core), and only while no other stream of this process is in use: threads
@@ -175,7 +178,7 @@ class TlsStream:
         alone = start - other_at > _ALONE_S
         self._receives += 1
         if (not SPIN_S or not alone or start < _quiet_until
-                or (self._wait > SPIN_S and self._receives % _PROBE_EVERY)):
+                or (self._waits.get(awaiting, 0.0) > SPIN_S and self._receives % _PROBE_EVERY)):
             return None
         recv_into, buf, flags, clock = self.raw.recv_into, self._buf, socket.MSG_DONTWAIT, time.perf_counter
         end = start + SPIN_S
