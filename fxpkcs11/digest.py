@@ -43,7 +43,8 @@ class DigestState:
         self.mech = mech
         self.hash = _constructor(name)()
         self.digest_size = self.hash.digest_size
-        self.hash.update(prefix)
+        if prefix:
+            self.hash.update(prefix)
         self.kept: bytearray | None = bytearray(prefix) if len(prefix) <= STATE_LIMIT else None
         self.session: Any = None  # set once the digest runs in the device
         self.cid = 0

@@ -57,7 +57,13 @@ class InProcessTransport:
         self.conn = self.device.connect()
 
     def call(self, code: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return check_reply(code, self.conn.execute(Command(code, fields)))
+        try:
+            out = self.conn.run(code, fields)
+        except DeviceError as e:
+            return check_reply(code, e.reply(code))  # raises the refusal as a CKRError, logged
+        if logmod.tracing:
+            trace("excrypt %s -> Y", code)
+        return out
 
     def channel(self) -> "InProcessTransport":
         return self

@@ -203,7 +203,13 @@ class Connection:
 
     def execute(self, cmd: Command) -> Reply:
         self.device.commands_served += 1
-        return (_dispatch_fn or _dispatch())(self, cmd)
+        return (_dispatch_fn or _bind()[0])(self, cmd)
+
+    def run(self, code: str, fields: dict) -> dict:
+        """What execute() does, without the command and reply objects: the reply's fields,
+        or the refusal raised as DeviceError."""
+        self.device.commands_served += 1
+        return (_run_fn or _bind()[1])(self, code, fields)
 
     def idle_link_may_close(self) -> bool:
         """An idle link may go when the application keeps other links, or has nothing to
@@ -222,12 +228,13 @@ class Connection:
 
 
 _dispatch_fn = None
+_run_fn = None
 
 
-def _dispatch():
+def _bind():
     # The dispatcher imports every handler, which import this module: bind it on first use.
-    global _dispatch_fn
+    global _dispatch_fn, _run_fn
     if _dispatch_fn is None:
-        from vhsm.dispatcher import dispatch
-        _dispatch_fn = dispatch
-    return _dispatch_fn
+        from vhsm.dispatcher import dispatch, run
+        _dispatch_fn, _run_fn = dispatch, run
+    return _dispatch_fn, _run_fn

@@ -23,30 +23,40 @@ assert set(HANDLERS) == set(BY_CODE), sorted(set(HANDLERS) ^ set(BY_CODE))
 
 
 def dispatch(conn: "Connection", cmd: Command) -> Reply:
+    """A command's reply: its fields, or its refusal as an error reply (the wire's form)."""
     code = cmd.code
+    try:
+        return Reply(code, "Y", run(conn, code, cmd.fields))
+    except DeviceError as e:
+        return e.reply(code)
+
+
+def run(conn: "Connection", code: str, f: dict) -> dict:
+    """A command's reply fields; a refusal or failure raises DeviceError (logged here). The
+    in-process transport calls this directly: no command or reply object in between."""
     info = BY_CODE.get(code)
     if info is None:
-        return DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, f"unknown command {code!r}").reply(code)
+        raise DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, f"unknown command {code!r}")
     try:
         role = _admit(conn, info)
         guarded = code in contextauth.GUARDED
         if guarded:
-            contextauth.before(conn, code, cmd.fields)
-        fields = HANDLERS[code](conn, role, cmd.fields)
+            contextauth.before(conn, code, f)
+        fields = HANDLERS[code](conn, role, f)
         if guarded:
-            contextauth.after(conn, code, cmd.fields, fields)
+            contextauth.after(conn, code, f, fields)
+        return fields
     except DeviceError as e:
         log.info("%s refused for role %r: %s", code, conn.role_name, e.text)
-        return e.reply(code)
+        raise
     except StoreError as e:
         log.error("%s: store failure: %s", code, e)
         full = isinstance(e, StoreFull)  # CKR_DEVICE_MEMORY: "the token has insufficient memory"
-        return DeviceError(ck.CKR_DEVICE_MEMORY if full else ck.CKR_DEVICE_ERROR, f"key table: {e}").reply(code)
+        raise DeviceError(ck.CKR_DEVICE_MEMORY if full else ck.CKR_DEVICE_ERROR, f"key table: {e}") from None
     except Exception:
         # One bad command must not take the device down for everyone else.
         log.exception("%s: internal error", code)
-        return DeviceError(ck.CKR_DEVICE_ERROR, f"{code}: internal error in the device").reply(code)
-    return Reply(code, "Y", fields)
+        raise DeviceError(ck.CKR_DEVICE_ERROR, f"{code}: internal error in the device") from None
 
 
 def _admit(conn: "Connection", info: CommandInfo) -> dict:

@@ -245,7 +245,7 @@ def C_Digest(h_session, p_data, ul_data_len, p_digest, pul_len) -> int:
     op = s.op("digest")
     if op.mode == MULTI:
         raise CKRError(ck.CKR_OPERATION_ACTIVE, "a multi-part digest is in progress")
-    data = m.read_bytes(p_data, ul_data_len)
+    data = m.read_now(p_data, ul_data_len)
     op.mode = SINGLE
     state_ = op.local
     if p_digest != m.NULL and pul_len != m.NULL and pul_len[0] >= state_.digest_size:

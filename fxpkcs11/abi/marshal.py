@@ -39,6 +39,18 @@ def read_bytes(ptr: Any, n: int) -> bytes:
     return ffi.buffer(ptr, n)[:]
 
 
+def read_now(ptr: Any, n: int) -> Any:
+    """The caller's bytes as a buffer, without a copy, for a consumer that reads them at once
+    and keeps nothing (a hash): valid only until the call returns."""
+    if not n:
+        return b""
+    if ptr == NULL:
+        raise bad("null data pointer with a non-zero length")
+    if n > LENGTH_LIMIT:
+        raise bad(f"length {n} is absurd")
+    return ffi.buffer(ptr, n)
+
+
 def read_view(ptr: Any, n: int) -> bytes | memoryview:
     """The caller's buffer without a copy, valid only until the call returns: for a
     single-part operation's input, consumed before the C function gives control back."""
