@@ -19,7 +19,18 @@ import struct
 import time
 
 _CHUNK = 65536  # below malloc's mmap threshold: reading never maps fresh memory
-SPIN_S = int(os.environ.get("VHSM_SPIN_US", "500")) / 1e6  # the longest a receive polls before it blocks
+
+
+def _spin_setting(text: str | None, default_us: int = 500) -> float:
+    """VHSM_SPIN_US in seconds; a value that is not a whole number of microseconds keeps the
+    default rather than failing the import of the library in its host."""
+    try:
+        return max(0, int(text)) / 1e6 if text is not None else default_us / 1e6
+    except ValueError:
+        return default_us / 1e6
+
+
+SPIN_S = _spin_setting(os.environ.get("VHSM_SPIN_US"))  # the longest a receive polls before it blocks
 _PROBE_EVERY = 32  # a stream whose waits run long still polls once in this many receives
 _ALONE_S = 0.005  # polling needs this stream to be the only busy one for this long
 # The stream that began a receive last and when, then the same for the last other stream:
@@ -51,7 +62,7 @@ class TlsStream:
         self._view = memoryview(self._buf)
         self._eof = False
         self._unread = False
-        self._key = (os.getpid() << 40) ^ id(self)
+        self._key = ((os.getpid() << 40) ^ id(self)) & 0xFFFFFFFFFFFFFFFF
         self._waits: dict = {}  # recent receive waits (seconds, moving average) by what is awaited
         self._receives = 0
 
@@ -168,7 +179,7 @@ class TlsStream:
         that poll side by side would fight over the interpreter lock and the cores that the
         work itself needs."""
         global _quiet_until
-        me, board = self._key & 0xFFFFFFFFFFFFFFFF, _board
+        me, board = self._key, _board
         last, last_at, other, other_at = _BOARD.unpack_from(board)
         if last == me:
             _BOARD.pack_into(board, 0, me, start, other, other_at)
