@@ -64,12 +64,14 @@ print("harness ok")
 '''
 
 
-def test_harness_calls_an_object_destroyed_only_when_it_is(env, tmp_path):
+def test_harness_calls_an_object_destroyed_only_when_it_is(tmp_path):
     """An object an input made is a "destroyed object" for later inputs only once a destroy
     succeeded: one that is not destroyable lives on, and one whose session the input closed is
     destroyed through the slot's fixture session. (Marking both destroyed made a later, valid
     CKR_OK look like a broken invariant: the long run's one stop, reproduced from its corpus.)"""
     import subprocess
+    e = make_two_slot_env(str(tmp_path / "env"))  # its own device: fuzzing may have locked the PIN
+    env = {**os.environ, "FXPKCS11_CFG": e.cfg, "XDG_STATE_HOME": os.path.join(e.dir, "xdg-state")}
     script = tmp_path / "check.py"
     script.write_text(HARNESS_CHECK)
     fuzz_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz")

@@ -152,6 +152,10 @@ def read_mechanism(pmech: Any, op: str) -> tuple[mechs.Mechanism, Any]:
         raise m.bad("mechanism pointer is null")
     mp = pmech[0]
     mech = mechs.get(mp.mechanism)
-    if mech is None or (op and mech.command(op) is None and op != "digest"):
+    # The mechanism is judged before its parameter is read: the parameter of a mechanism the
+    # call cannot use is no concern of the call's (and its pointers are never followed).
+    usable = mech is not None and (not op or (mech.code in mechs.DIGESTS if op == "digest"
+                                               else mech.command(op) is not None))
+    if not usable:
         raise CKRError(ck.CKR_MECHANISM_INVALID, f"{ck.name(mp.mechanism, 'CKM_')} cannot {op}")
     return mech, READERS[mech.param](mp.pParameter, mp.ulParameterLen)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fxpkcs11 import ck, mechs
+from fxpkcs11.abi import params
 
 UL = ctypes.c_ulong
 VP = ctypes.c_void_p
@@ -60,6 +61,10 @@ class AESCBCDATA(ctypes.Structure):
     _fields_ = [("iv", ctypes.c_ubyte * 16), ("pData", VP), ("length", UL)]
 
 
+class DESCBCDATA(ctypes.Structure):
+    _fields_ = [("iv", ctypes.c_ubyte * 8), ("pData", VP), ("length", UL)]
+
+
 class ATTR(ctypes.Structure):
     _fields_ = [("type", UL), ("pValue", VP), ("ulValueLen", UL)]
 
@@ -84,7 +89,13 @@ STRUCTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     "eddsa": (EDDSA, [("pContextData", "ulContextDataLen")]),
     "hkdf": (HKDF, [("pSalt", "ulSaltLen"), ("pInfo", "ulInfoLen")]),
     "aes_cbc_data": (AESCBCDATA, [("pData", "length")]),
+    "des_cbc_data": (DESCBCDATA, [("pData", "length")]),
 }
+# Parameter kinds read as plain bytes or numbers: fuzzed raw bytes cannot hold a pointer.
+FLAT_KINDS = {"none", "iv16", "iv8", "optional_iv", "bytes", "mac_general", "key_handle"}
+# Every kind the provider reads must be one or the other: raw bytes read as a structure with
+# pointers would hold wild pointers, which no C library can tell from good ones (a lie, not a test).
+assert set(params.READERS) == set(STRUCTS) | FLAT_KINDS, sorted(set(params.READERS) ^ (set(STRUCTS) | FLAT_KINDS))
 
 MECHANISMS = sorted(mechs.MECHANISM_LIST)
 UNKNOWN_MECHANISMS = [0x7FFF0001, 0x80000000, 0xFFFFFFFF, HUGE]
@@ -230,7 +241,8 @@ class Decoder:
                 if name in skip:
                     continue
                 if name in ("cb", "iv"):
-                    ctypes.memmove(getattr(s, name), self.fdp.ConsumeBytes(16).ljust(16, b"\0"), 16)
+                    size = ctypes.sizeof(ctype)
+                    ctypes.memmove(getattr(s, name), self.fdp.ConsumeBytes(size).ljust(size, b"\0"), size)
                 elif ctype is ctypes.c_ubyte:
                     setattr(s, name, self.pick(3))
                 else:
