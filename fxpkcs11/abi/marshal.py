@@ -29,16 +29,6 @@ def bad(text: str) -> CKRError:
     return CKRError(ck.CKR_ARGUMENTS_BAD, text)
 
 
-def read_bytes(ptr: Any, n: int) -> bytes:
-    if not n:
-        return b""
-    if ptr == NULL:
-        raise bad("null data pointer with a non-zero length")
-    if n > LENGTH_LIMIT:
-        raise bad(f"length {n} is absurd")
-    return ffi.buffer(ptr, n)[:]
-
-
 def read_now(ptr: Any, n: int) -> Any:
     """The caller's bytes as a buffer, without a copy, for a consumer that reads them at once
     and keeps nothing (a hash): valid only until the call returns."""
@@ -51,16 +41,16 @@ def read_now(ptr: Any, n: int) -> Any:
     return ffi.buffer(ptr, n)
 
 
+def read_bytes(ptr: Any, n: int) -> bytes:
+    return read_now(ptr, n)[:]
+
+
 def read_view(ptr: Any, n: int) -> bytes | memoryview:
     """The caller's buffer without a copy, valid only until the call returns: for a
     single-part operation's input, consumed before the C function gives control back."""
     if n < VIEW_MIN:
         return read_bytes(ptr, n)
-    if ptr == NULL:
-        raise bad("null data pointer with a non-zero length")
-    if n > LENGTH_LIMIT:
-        raise bad(f"length {n} is absurd")
-    return memoryview(ffi.buffer(ptr, n))
+    return memoryview(read_now(ptr, n))
 
 
 def need(ptr: Any, what: str) -> None:
