@@ -200,12 +200,31 @@ class AppRegistry:
         """One link of this worker to the application closed; True when that ended it (no
         link left on any worker): its row and session objects are gone."""
         with self._write() as db:
-            db.execute("UPDATE links SET count = count - 1 WHERE app_id = ? AND pid = ?", (app_id, pid))
-            db.execute("DELETE FROM links WHERE app_id = ? AND pid = ? AND count <= 0", (app_id, pid))
-            if db.execute("SELECT 1 FROM links WHERE app_id = ? LIMIT 1", (app_id,)).fetchone():
-                return False
-            db.execute("DELETE FROM session_objects WHERE app_id = ?", (app_id,))
-            db.execute("DELETE FROM apps WHERE app_id = ?", (app_id,))
+            return self._leave(db, app_id, pid)
+
+    @staticmethod
+    def _leave(db: sqlite3.Connection, app_id: str, pid: int) -> bool:
+        db.execute("UPDATE links SET count = count - 1 WHERE app_id = ? AND pid = ?", (app_id, pid))
+        db.execute("DELETE FROM links WHERE app_id = ? AND pid = ? AND count <= 0", (app_id, pid))
+        if db.execute("SELECT 1 FROM links WHERE app_id = ? LIMIT 1", (app_id,)).fetchone():
+            return False
+        db.execute("DELETE FROM session_objects WHERE app_id = ?", (app_id,))
+        db.execute("DELETE FROM apps WHERE app_id = ?", (app_id,))
+        return True
+
+    def leave_if_idle(self, app_id: str, pid: int) -> bool:
+        """An idle link of this worker leaves only if the application keeps a link on some
+        worker, or has nothing to lose (no login, no session objects). Decided and done in
+        one write transaction: two workers' idle links timing out together cannot both see
+        the other and both go, ending the application. True when the link left."""
+        with self._write() as db:
+            total = db.execute("SELECT COALESCE(SUM(count), 0) FROM links WHERE app_id = ?", (app_id,)).fetchone()[0]
+            if total <= 1:
+                row = db.execute("SELECT identity FROM apps WHERE app_id = ?", (app_id,)).fetchone()
+                holds = db.execute("SELECT 1 FROM session_objects WHERE app_id = ? LIMIT 1", (app_id,)).fetchone()
+                if (row is not None and row[0] is not None) or holds is not None:
+                    return False
+            self._leave(db, app_id, pid)
         return True
 
     def forget_worker(self, pid: int) -> int:
@@ -216,9 +235,6 @@ class AppRegistry:
             orphans = "SELECT app_id FROM apps WHERE app_id NOT IN (SELECT app_id FROM links)"
             db.execute(f"DELETE FROM session_objects WHERE app_id IN ({orphans})")
             return db.execute(f"DELETE FROM apps WHERE app_id IN ({orphans})").rowcount
-
-    def link_count(self, app_id: str) -> int:
-        return self._read("SELECT COALESCE(SUM(count), 0) FROM links WHERE app_id = ?", (app_id,))[0][0]
 
     def state(self, app_id: str) -> tuple | None:
         rows = self._read("SELECT identity, role, so, gen FROM apps WHERE app_id = ?", (app_id,))
@@ -302,21 +318,30 @@ class SharedApps:
             conn.links += 1
             return conn
 
-    def leave(self, conn: "SharedConnection") -> None:
+    def leave(self, conn: "SharedConnection", *, only_if_idle: bool = False) -> bool:
+        """One link of this worker closed. With `only_if_idle`, an idle link that may go
+        (SharedConnection.leave_if_idle); False, and nothing changed, when it must stay."""
         with self._lock:
-            conn.links -= 1
             try:
-                self.registry.leave(conn.app_id, os.getpid())
+                if only_if_idle:
+                    if conn.contexts or not self.registry.leave_if_idle(conn.app_id, os.getpid()):
+                        return False
+                else:
+                    self.registry.leave(conn.app_id, os.getpid())
             except DeviceError as e:  # the parent strikes this worker's rows if it dies; log and go on
+                if only_if_idle:
+                    return False
                 log.error("application %s: leaving it in the registry failed: %s", conn.app_id, e.text)
+            conn.links -= 1
             if conn.links > 0:
-                return
+                return True
             self._apps.pop(conn.app_id, None)
         # This worker's copy goes; the application lives on while other workers hold links.
         conn.identity, conn.role_name, conn.so = None, factory.TRANSACTION_PROCESSING, False
         conn.contexts.clear()
         conn.pending_auth.clear()
         conn.objects.forget()
+        return True
 
 
 class SharedConnection(Connection):
@@ -358,14 +383,11 @@ class SharedConnection(Connection):
                 return e.reply(cmd.code)
         return reply
 
-    def idle_link_may_close(self) -> bool:
+    def leave_if_idle(self) -> bool:
         # The login and session objects outlive this link while a link on any worker holds
         # the application; an operation in progress lives on this worker only, and the
         # library's new link may land on another.
-        if self.contexts:
-            return False
-        return self.registry.link_count(self.app_id) > 1 or (
-            self.identity is None and not self.objects.session_objects)
+        return self.device.shared.leave(self, only_if_idle=True)
 
     def sync(self) -> None:
         seen = self.registry.generation()

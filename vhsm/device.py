@@ -211,10 +211,14 @@ class Connection:
         self.device.commands_served += 1
         return (_run_fn or _bind()[1])(self, code, fields)
 
-    def idle_link_may_close(self) -> bool:
-        """An idle link may go when the application keeps other links, or has nothing to
-        lose (no login, no session objects, no operation in progress)."""
-        return self.links > 1 or (self.identity is None and not self.objects.session_objects and not self.contexts)
+    def leave_if_idle(self) -> bool:
+        """An idle link leaves when the application keeps other links, or has nothing to
+        lose (no login, no session objects, no operation in progress). True when it left.
+        The caller holds the server's idle lock, so the decision and the leaving are one."""
+        if self.links > 1 or (self.identity is None and not self.objects.session_objects and not self.contexts):
+            self.device.leave(self)
+            return True
+        return False
 
     def drop_session(self, session: int) -> None:
         self.objects.drop_session(session)

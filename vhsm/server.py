@@ -94,10 +94,15 @@ class ProductionLink:
             log.error("%s: %s reply cannot be framed: %s", self.peer, reply.code, e)
             return error_frame(reply.code, ck.CKR_DEVICE_ERROR, "reply cannot be framed")
 
-    def can_drop(self) -> bool:
-        """An idle link may go when the application keeps other links, or has nothing to
-        lose (no login, no session objects, no operation in progress)."""
-        return self.app.idle_link_may_close()
+    def close_if_idle(self) -> bool:
+        """Leave the application if this idle link may go (it keeps other links, or has
+        nothing to lose); decided and done at once. True when the link left."""
+        if self.closed:
+            return True
+        if not self.app.leave_if_idle():
+            return False
+        self.closed = True
+        return True
 
     def close(self) -> None:
         if not self.closed:  # once: an idle link leaves before its thread's final close
@@ -135,7 +140,7 @@ class AdminLink:
             result = {"text": result.text, "data": result.data}
         return wire.encode_reply(Reply("ADMN", "Y", {Tag.ADMIN_RESULT: result}))
 
-    def can_drop(self) -> bool:
+    def close_if_idle(self) -> bool:
         return True
 
     def close(self) -> None:
@@ -289,9 +294,8 @@ class Server:
                 # Decide and leave under one lock: two idle links of one application timing out
                 # together would otherwise each see the other and both go, ending it.
                 with self._idle_lock:
-                    if not link.can_drop():
+                    if not link.close_if_idle():
                         continue  # the application's last link, holding its login or objects
-                    link.close()
                 log.info("%s: idle for %.0f s, closing", peer, self.limits.idle_timeout)
                 return
             except (ssl.SSLError, OSError):
