@@ -161,31 +161,39 @@ class OtherCA:
     def issue(self, name: str, *, not_before: datetime.datetime | None = None,
               not_after: datetime.datetime | None = None, client: bool = True) -> tuple[str, str]:
         """(certificate, PKCS #1 key) files for a new RSA key signed by this CA."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        return issue_cert(self.dir, name, self.key, self.cert.subject, not_before=not_before, not_after=not_after,
+                          client=client)
 
-        key = rsa.generate_private_key(65537, 2048)
-        now = datetime.datetime.now(datetime.timezone.utc)
-        nb = not_before or now - datetime.timedelta(days=1)
-        na = not_after or now + datetime.timedelta(days=30)
-        eku = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(self.cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(nb).not_valid_after(na)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-                .sign(self.key, hashes.SHA256()))
-        cert_path = os.path.join(self.dir, f"{name}.pem")
-        key_path = os.path.join(self.dir, f"{name}.key")
-        with open(cert_path, "wb") as f:
-            f.write(cert.public_bytes(serialization.Encoding.PEM))
-        with open(key_path, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                      serialization.NoEncryption()))
-        return cert_path, key_path
+
+def issue_cert(folder: str, name: str, ca_key, ca_subject, *, not_before: datetime.datetime | None = None,
+               not_after: datetime.datetime | None = None, client: bool = True) -> tuple[str, str]:
+    """(certificate, PKCS #1 key) files in `folder` for a new RSA key signed by the CA key
+    given; valid from a day ago for 30 days unless the dates say otherwise."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = rsa.generate_private_key(65537, 2048)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    nb = not_before or now - datetime.timedelta(days=1)
+    na = not_after or now + datetime.timedelta(days=30)
+    eku = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(nb).not_valid_after(na)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_path = os.path.join(folder, f"{name}.pem")
+    key_path = os.path.join(folder, f"{name}.key")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def make_test_ca(folder: str, name: str = "Test CA") -> OtherCA:
@@ -613,3 +621,4 @@ def probe(configs: list[str], *, login: bool = True) -> list[dict]:
         r["final"] = dll.C_Finalize(None)
         results.append(r)
     return results
+

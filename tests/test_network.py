@@ -22,7 +22,7 @@ import pytest
 
 from fxpkcs11 import ck
 from integration_fixtures import run_child
-from net_support import (ROOT, Child, RawTls, ServerProcess, config_log, fields, hsm_block, identity_config,
+from net_support import (ROOT, RawTls, ServerProcess, config_log, fields, hsm_block, identity_config,
                          make_client_identity, make_net_state, make_test_ca, openssl, pid_alive, read_text,
                          vhsm, vhsm_script, wait_until, write_net_config)
 from support import build_library
@@ -144,19 +144,6 @@ def servers():
     yield s
     for srv in s.all:
         srv.stop()
-
-
-@pytest.fixture
-def children():
-    made: list[Child] = []
-
-    def spawn(cfg: str, code: str) -> Child:
-        c = Child(cfg, code)
-        made.append(c)
-        return c
-    yield spawn
-    for c in made:
-        c.close()
 
 
 # ------------------------------------------------------------------ server

@@ -19,12 +19,10 @@ from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
-from net_support import (RawTls, ServerProcess, fields, make_client_identity, make_net_state, make_test_ca, openssl,
-                         tls_context, vhsm, wait_until)
+from net_support import (RawTls, ServerProcess, fields, issue_cert, make_client_identity, make_net_state, make_test_ca,
+                         openssl, tls_context, vhsm, wait_until)
 from support import build_library
 
 
@@ -78,20 +76,7 @@ def device_ca_cert(net, name: str, not_before: datetime.datetime, not_after: dat
         dev.close()
     ca = x509.load_pem_x509_certificate(doc["ca"].encode())
     ca_key = serialization.load_pem_private_key(doc["ca_key"].encode(), None)
-    key = rsa.generate_private_key(65537, 2048)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(not_before).not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    cert_path, key_path = os.path.join(net.base, f"{name}.pem"), os.path.join(net.base, f"{name}.key")
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                  serialization.NoEncryption()))
-    return cert_path, key_path
+    return issue_cert(net.base, name, ca_key, ca.subject, not_before=not_before, not_after=not_after)
 
 
 def test_mutual_authentication_is_the_default(net):

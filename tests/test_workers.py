@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from net_support import (Child, RawTls, ServerProcess, fields, identity_config, make_client_identity, make_net_state, read_text,
+from net_support import (RawTls, ServerProcess, fields, identity_config, make_client_identity, make_net_state, read_text,
                          wait_until)
 from support import PIN, build_library
 from vhsm import factory, wire
@@ -73,19 +73,6 @@ def net(tmp_path_factory) -> SimpleNamespace:
     cfg = identity_config(os.path.join(base, "fxpkcs11.cfg"), server, ident)
     yield SimpleNamespace(base=base, state=state, ident=ident, server=server, cfg=cfg)
     server.stop()
-
-
-@pytest.fixture
-def children():
-    made: list[Child] = []
-
-    def spawn(cfg: str, code: str) -> Child:
-        c = Child(cfg, code)
-        made.append(c)
-        return c
-    yield spawn
-    for c in made:
-        c.close()
 
 
 def registry(state: str, sql: str, params: tuple = ()) -> list[tuple]:

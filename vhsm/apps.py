@@ -26,7 +26,7 @@ from typing import Any, Iterator
 from fxpkcs11 import ck
 from vhsm import attrcodec, factory
 from vhsm.device import Connection, VirtualHSM
-from vhsm.excrypt import Command, DeviceError, Reply
+from vhsm.excrypt import DeviceError
 from vhsm.majorkeys import WrapError
 from vhsm.objects import SESSION_BASE, ObjectSpace, P11Object, material
 
@@ -368,20 +368,15 @@ class SharedConnection(Connection):
         self._client = value
         self.registry.set_client(self.app_id, value)
 
-    def execute(self, cmd: Command) -> Reply:
-        try:
-            self.sync()
-        except DeviceError as e:
-            return e.reply(cmd.code)
+    def run(self, code: str, fields: dict) -> dict:
+        self.sync()
         before = (self.identity, self.role_name, self.so)
-        reply = super().execute(cmd)
-        after = (self.identity, self.role_name, self.so)
-        if after != before:
-            try:
+        try:
+            return super().run(code, fields)
+        finally:
+            after = (self.identity, self.role_name, self.so)
+            if after != before:
                 self.registry.set_login(self.app_id, *after)
-            except DeviceError as e:
-                return e.reply(cmd.code)
-        return reply
 
     def leave_if_idle(self) -> bool:
         # The login and session objects outlive this link while a link on any worker holds

@@ -13,7 +13,7 @@ from typing import Any
 
 from fxpkcs11 import ck
 from vhsm import factory
-from vhsm.excrypt import Command, DeviceError, Reply
+from vhsm.excrypt import STATUS_OK, Command, DeviceError, Reply
 from vhsm.majorkeys import MajorKey, SecureMemory, WrapError
 from vhsm.objects import KeyCache, ObjectSpace
 from vhsm.cluster import open_store
@@ -202,14 +202,17 @@ class Connection:
         return self.identity is not None and not self.so
 
     def execute(self, cmd: Command) -> Reply:
-        self.device.commands_served += 1
-        return (_dispatch_fn or _bind()[0])(self, cmd)
+        """The command's reply: its fields, or its refusal as an error reply (the wire's form)."""
+        try:
+            return Reply(cmd.code, STATUS_OK, self.run(cmd.code, cmd.fields))
+        except DeviceError as e:
+            return e.reply(cmd.code)
 
     def run(self, code: str, fields: dict) -> dict:
-        """What execute() does, without the command and reply objects: the reply's fields,
-        or the refusal raised as DeviceError."""
+        """The reply's fields, or the refusal raised as DeviceError. The in-process transport
+        calls this directly: no command or reply object in between."""
         self.device.commands_served += 1
-        return (_run_fn or _bind()[1])(self, code, fields)
+        return (_run_fn or _bind())(self, code, fields)
 
     def leave_if_idle(self) -> bool:
         """An idle link leaves when the application keeps other links, or has nothing to
@@ -231,14 +234,13 @@ class Connection:
         self.pending_auth.clear()
 
 
-_dispatch_fn = None
 _run_fn = None
 
 
 def _bind():
     # The dispatcher imports every handler, which import this module: bind it on first use.
-    global _dispatch_fn, _run_fn
-    if _dispatch_fn is None:
-        from vhsm.dispatcher import dispatch, run
-        _dispatch_fn, _run_fn = dispatch, run
-    return _dispatch_fn, _run_fn
+    global _run_fn
+    if _run_fn is None:
+        from vhsm.dispatcher import run
+        _run_fn = run
+    return _run_fn

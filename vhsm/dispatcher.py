@@ -8,7 +8,7 @@ from fxpkcs11 import ck
 from vhsm import contextauth, policy
 from vhsm.commands import copying, crypto, derive, digest, dlog, info, keys, login, recover, token
 from vhsm.commands.catalog import BY_CODE, CommandInfo
-from vhsm.excrypt import Command, DeviceError, Reply
+from vhsm.excrypt import DeviceError
 from vhsm.store import StoreError, StoreFull
 
 if TYPE_CHECKING:
@@ -22,18 +22,8 @@ HANDLERS = {**info.HANDLERS, **login.HANDLERS, **keys.HANDLERS, **crypto.HANDLER
 assert set(HANDLERS) == set(BY_CODE), sorted(set(HANDLERS) ^ set(BY_CODE))
 
 
-def dispatch(conn: "Connection", cmd: Command) -> Reply:
-    """A command's reply: its fields, or its refusal as an error reply (the wire's form)."""
-    code = cmd.code
-    try:
-        return Reply(code, "Y", run(conn, code, cmd.fields))
-    except DeviceError as e:
-        return e.reply(code)
-
-
 def run(conn: "Connection", code: str, f: dict) -> dict:
-    """A command's reply fields; a refusal or failure raises DeviceError (logged here). The
-    in-process transport calls this directly: no command or reply object in between."""
+    """A command's reply fields; a refusal or failure raises DeviceError (logged here)."""
     info = BY_CODE.get(code)
     if info is None:
         raise DeviceError(ck.CKR_FUNCTION_NOT_SUPPORTED, f"unknown command {code!r}")

@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from fxpkcs11 import ck
 from vhsm import cluster, wire
@@ -356,22 +356,32 @@ def run(state_dir: str, host: str, port: int, admin_port: int | None, *, pid_fil
     server = Server(state_dir, host, port, admin_port, limits)
     server.bind()
     heartbeat = cluster.start_heartbeat(server)  # None unless the state is a cluster node
+
+    def stop() -> None:
+        server.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
+    return serve_until_signalled(server.serve_forever, server._stop.set, stop, pid_file)
+
+
+def serve_until_signalled(serve: Callable[[], None], request_stop: Callable[[], None], stop: Callable[[], None],
+                          pid_file: str | None) -> int:
+    """Write the pid file, serve until SIGTERM or SIGINT calls `request_stop`, then `stop`
+    and remove the pid file (one server process, or the parent of `--workers`)."""
     if pid_file:
         with open(pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %d: stopping", signum)
-        server._stop.set()
+        request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        server.serve_forever()
+        serve()
     finally:
-        server.stop()
-        if heartbeat is not None:
-            heartbeat.stop()
+        stop()
         if pid_file:
             try:
                 os.unlink(pid_file)

@@ -22,7 +22,7 @@ from typing import Any
 
 from vhsm import cluster, tlsstream
 from vhsm.apps import AppRegistry, SharedApps
-from vhsm.server import AdminLink, Limits, ProductionLink, Server
+from vhsm.server import AdminLink, Limits, ProductionLink, Server, serve_until_signalled
 
 log = logging.getLogger("vhsm.server")
 
@@ -228,24 +228,7 @@ def run(state_dir: str, host: str, port: int, admin_port: int | None, workers: i
     sup = Supervisor(state_dir, host, port, admin_port, workers, limits)
     log.info("serving on %s:%s (management %s) with %d workers, state %s", host, sup.port, sup.admin_port,
              workers, os.path.abspath(state_dir))
-    if pid_file:
-        with open(pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
 
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
+    def request_stop() -> None:
         sup._stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        sup.serve_forever()
-    finally:
-        sup.stop()
-        if pid_file:
-            try:
-                os.unlink(pid_file)
-            except OSError:
-                pass
-        log.info("stopped")
-    return 0
+    return serve_until_signalled(sup.serve_forever, request_stop, sup.stop, pid_file)
