@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 LIB := fxpkcs11/lib/libfxpkcs11.so
+WIRE := build/.wirecodec
 
 .PHONY: demo test build bytecode bench stress apt clean
 
@@ -13,7 +14,7 @@ demo: build
 test: build
 	$(VPY) -m pytest -q tests
 
-build: apt $(LIB) bytecode
+build: apt $(LIB) $(WIRE) bytecode
 
 # Imports read bytecode where it exists, also when PYTHONDONTWRITEBYTECODE keeps Python from
 # writing it: compiled once here, C_Initialize does not compile the provider on every start.
@@ -34,6 +35,11 @@ $(VENV)/.stamp: setup.py pyproject.toml requirements-dev.txt
 $(LIB): $(VENV)/.stamp native/shim.c native/pkcs11.h native/functions.h native/build.py
 	$(VPY) native/build.py fxpkcs11/lib >/dev/null
 	@echo "built $(LIB)"
+
+# vhsm/_wirecodec*.so, the C fast path of the wire codec, built in place
+$(WIRE): $(VENV)/.stamp native/wirecodec.c
+	$(VPY) setup.py -q build_ext --inplace >/dev/null
+	@mkdir -p build && touch $@
 
 bench: build
 	bash benchmarks/run.sh

@@ -126,6 +126,18 @@ _DECODE_KIND: dict[str, Callable[[str], Any]] = {
 _DECODERS: dict[str, Callable[[str], Any]] = {tag: _DECODE_KIND[kind] for tag, kind in KINDS.items()}
 
 
+# The C fast path (native/wirecodec.c): it answers only where it gives what this module
+# would, and None wherever this module must decide (see its header).
+try:
+    from vhsm import _wirecodec as _fast
+except ImportError:  # a tree whose extension is not built: this module's codec alone
+    _fast = None
+else:
+    _FAST_KINDS = {"text": 1, "int": 2, "bool": 3, "hex": 4, "json": 6}
+    _fast.configure({tag: _FAST_KINDS.get(kind, 5) for tag, kind in KINDS.items()}, _DECODERS, _ENCODERS,
+                    MAX_MESSAGE, BINARY_MIN)
+
+
 def decode_value(tag: str, text: str) -> Any:
     decode = _DECODERS.get(tag)
     if decode is None:
@@ -138,8 +150,12 @@ def decode_value(tag: str, text: str) -> Any:
 
 # ------------------------------------------------------------------ frames
 
-def _frame(code: str, fields: dict[str, Any], head: list[str], binary: bool = False) -> bytes:
-    parts = [TAG_COMMAND + code, *head]
+def _frame(code: str, fields: dict[str, Any], status: str | None, binary: bool = False) -> bytes:
+    if _fast is not None:
+        done = _fast.encode(code, fields, status, binary)
+        if done is not None:
+            return done
+    parts = [TAG_COMMAND + code] if status is None else [TAG_COMMAND + code, f"{TAG_STATUS}{status}"]
     raw: list[bytes] = []
     encoders = _ENCODERS
     for tag, v in fields.items():
@@ -160,11 +176,11 @@ def _frame(code: str, fields: dict[str, Any], head: list[str], binary: bool = Fa
 
 
 def encode_command(cmd: Command, *, binary: bool = False) -> bytes:
-    return _frame(cmd.code, cmd.fields, [], binary)
+    return _frame(cmd.code, cmd.fields, None, binary)
 
 
 def encode_reply(reply: Reply, *, binary: bool = False) -> bytes:
-    return _frame(reply.code, reply.fields, [f"{TAG_STATUS}{reply.status}"], binary)
+    return _frame(reply.code, reply.fields, reply.status, binary)
 
 
 def is_envelope(frame: bytes) -> bool:
@@ -206,6 +222,14 @@ def _open_envelope(frame: bytes) -> tuple[bytes, dict[str, bytes]]:
 
 
 def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
+    if _fast is not None:
+        done = _fast.decode(body)
+        if done is not None:
+            return done
+    return _fields_here(body)
+
+
+def _fields_here(body: bytes) -> tuple[str, dict[str, Any]]:
     if len(body) > MAX_MESSAGE:
         raise WireError(f"message longer than {MAX_MESSAGE} bytes")
     if body[:1] != b"[" or body[-1:] != b"]":
@@ -272,14 +296,28 @@ class FrameReader:
         self.buf = bytearray()
         self.limit = limit
         self._scanned = 0  # bytes of buf known to hold no ]: a frame dripped in small pieces is scanned once
+        self._need = 0  # the size of the envelope at the start of buf, once its head was read
 
     def feed(self, data: bytes) -> None:
         self.buf += data
+
+    def _take(self, size: int) -> bytes:
+        buf = self.buf
+        self._scanned = self._need = 0
+        if size == len(buf):  # the usual case, one frame per read: one copy
+            frame = bytes(buf)
+            buf.clear()
+            return frame
+        frame = bytes(memoryview(buf)[:size])
+        del buf[:size]
+        return frame
 
     def next_frame(self) -> bytes | None:
         """The next whole frame, or None when more bytes are needed. Raises WireError on
         garbage before a frame or a frame over the size limit."""
         buf = self.buf
+        if self._need:
+            return self._take(self._need) if len(buf) >= self._need else None
         i = 0
         while i < len(buf) and buf[i] in b" \t\r\n":
             i += 1
@@ -303,13 +341,11 @@ class FrameReader:
                 self._scanned = 0
                 raise WireError(f"message longer than {self.limit} bytes")
             return None
-        self._scanned = 0
         if end + 1 > self.limit:  # a whole frame can arrive in one read: the limit holds for it too
             buf.clear()
+            self._scanned = 0
             raise WireError(f"message longer than {self.limit} bytes")
-        frame = bytes(buf[:end + 1])
-        del buf[:end + 1]
-        return frame
+        return self._take(end + 1)
 
     def _envelope(self) -> bytes | None:
         buf = self.buf
@@ -328,10 +364,5 @@ class FrameReader:
         if n > self.limit:
             buf.clear()
             raise WireError(f"message longer than {self.limit} bytes")
-        total = close + 1 + n
-        if len(buf) < total:
-            return None
-        frame = bytes(buf[:total])
-        del buf[:total]
-        self._scanned = 0
-        return frame
+        self._need = close + 1 + n
+        return self._take(self._need) if len(buf) >= self._need else None
