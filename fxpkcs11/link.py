@@ -92,7 +92,9 @@ class Link:
             if not self.alive:
                 raise LinkError(f"{self.host}:{self.port}: connection is closed")
             try:
-                clear_openssl_errors()  # the host's stale OpenSSL errors would fail this call
+                # The host's stale OpenSSL errors would fail this call. The queue is per thread
+                # and no host code runs on this thread until the call returns: once is enough.
+                clear_openssl_errors()
                 try:
                     self.sock.sendall(data)
                 except (ssl.SSLError, OSError) as e:
@@ -106,7 +108,6 @@ class Link:
                         if reply.fields.get(Tag.FRAMING) == wire.BINARY:
                             self.binary = True  # this server reads binary envelopes
                         return reply
-                    clear_openssl_errors()
                     chunk = self.sock.recv((cmd.code, cmd.fields.get(Tag.PHASE)))
                     if not chunk:
                         kind = LinkError if answered else ClosedUnanswered
