@@ -142,52 +142,109 @@ static PyObject *decode_value(int idx, const char *v, Py_ssize_t n) {
     return NULL;
 }
 
-/* decode(frame: bytes) -> (code, fields) | None, for a text frame `[AO...;TAGvalue;...]`. */
-static PyObject *decode(PyObject *self, PyObject *arg) {
-    if (!configured || !PyBytes_CheckExact(arg)) Py_RETURN_NONE;
-    const char *s = PyBytes_AS_STRING(arg);
-    Py_ssize_t n = PyBytes_GET_SIZE(arg);
-    if (n < 2 || n > max_message || s[0] != '[' || s[n - 1] != ']') Py_RETURN_NONE;
-    const char *inner = s + 1, *end = s + n - 1;
+/* The fields of a text frame's inside (between [ and ]) into `fields`, and its code; -1 when
+ * wire.py must decide. `seen` marks the tags taken. */
+static int decode_text(const char *inner, const char *end, PyObject *fields, unsigned char *seen, PyObject **code) {
     for (const char *p = inner; p < end; p++)
-        if (!frame_char((unsigned char)*p)) Py_RETURN_NONE;
+        if (!frame_char((unsigned char)*p)) return -1;
 
     /* The first field: AO and an alphanumeric code of 1 to 8 characters. */
     const char *semi = memchr(inner, ';', end - inner);
     const char *first_end = semi ? semi : end;
     Py_ssize_t first_len = first_end - inner;
-    if (first_len < 3 || first_len > 10 || inner[0] != 'A' || inner[1] != 'O') Py_RETURN_NONE;
+    if (first_len < 3 || first_len > 10 || inner[0] != 'A' || inner[1] != 'O') return -1;
     for (const char *p = inner + 2; p < first_end; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z'))) Py_RETURN_NONE;
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z'))) return -1;
 
-    unsigned char seen[NTAGS];
-    memset(seen, 0, sizeof seen);
-    PyObject *fields = PyDict_New();
-    if (fields == NULL) return NULL;
     const char *p = semi ? semi + 1 : end;
     while (p < end) {
         const char *f_end = memchr(p, ';', end - p);
         if (f_end == NULL) f_end = end;
         int idx = (f_end - p >= 2) ? tag_index(p) : -1;
-        if (idx < 0 || kind_of[idx] == K_NONE || seen[idx]) goto give_up;
+        if (idx < 0 || kind_of[idx] == K_NONE || seen[idx]) return -1;
         seen[idx] = 1;
         PyObject *value = decode_value(idx, p + 2, f_end - p - 2);
-        if (value == NULL) goto give_up;
+        if (value == NULL) return -1;
         int failed = PyDict_SetItem(fields, tag_name[idx], value);
         Py_DECREF(value);
-        if (failed) goto give_up;
+        if (failed) return -1;
         p = f_end + 1;
     }
-    PyObject *code = PyUnicode_DecodeASCII(inner + 2, first_len - 2, NULL);
-    if (code == NULL) goto give_up;
+    *code = PyUnicode_DecodeASCII(inner + 2, first_len - 2, NULL);
+    return *code == NULL ? -1 : 0;
+}
+
+/* A decimal of 1 to 18 digits in [p, q); -1 otherwise. */
+static long long decimal(const char *p, const char *q) {
+    long long x = 0;
+    if (q <= p || q - p > 18) return -1;
+    for (; p < q; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        x = x * 10 + (*p - '0');
+    }
+    return x;
+}
+
+/* An envelope `{N,T}` + N bytes: a text frame's first T bytes, raw fields `TAG#n#` + n bytes
+ * + `;`, then `]`. Its text fields, then its raw fields, into `fields`; -1 when wire.py must
+ * decide. */
+static int decode_envelope(const char *s, Py_ssize_t len, PyObject *fields, unsigned char *seen, PyObject **code) {
+    const char *close = memchr(s, '}', len < 24 ? len : 24);
+    const char *comma = close ? memchr(s + 1, ',', close - s - 1) : NULL;
+    if (comma == NULL) return -1;
+    long long n = decimal(s + 1, comma), t = decimal(comma + 1, close);
+    Py_ssize_t base = close + 1 - s;
+    if (n < 0 || t < 0 || len != base + n || !(0 < t && t < n) || s[base + n - 1] != ']') return -1;
+    const char *text = s + base;
+    if (t + 1 > max_message || text[0] != '[') return -1;
+    if (decode_text(text + 1, text + t, fields, seen, code)) return -1;
+    const char *p = text + t, *last = s + base + n - 1;
+    while (p < last) {
+        if (last - p < 5 || p[2] != '#') return -1;
+        const char *limit = p + 16 < s + len ? p + 16 : s + len;
+        const char *mark = memchr(p + 3, '#', limit - (p + 3));
+        int idx = tag_index(p);
+        if (mark == NULL || idx < 0 || kind_of[idx] != K_HEX || seen[idx]) return -1;
+        long long size = decimal(p + 3, mark);
+        const char *value = mark + 1;
+        if (size < 0 || size > last - value || value[size] != ';') return -1;
+        seen[idx] = 1;
+        PyObject *v = PyBytes_FromStringAndSize(value, size);
+        if (v == NULL) return -1;
+        int failed = PyDict_SetItem(fields, tag_name[idx], v);
+        Py_DECREF(v);
+        if (failed) return -1;
+        p = value + size + 1;
+    }
+    return 0;
+}
+
+/* decode(frame: bytes) -> (code, fields) | None, for a text frame `[AO...;TAGvalue;...]` or
+ * a binary envelope. */
+static PyObject *decode(PyObject *self, PyObject *arg) {
+    if (!configured || !PyBytes_CheckExact(arg)) Py_RETURN_NONE;
+    const char *s = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    unsigned char seen[NTAGS];
+    memset(seen, 0, sizeof seen);
+    PyObject *code = NULL, *fields = PyDict_New();
+    if (fields == NULL) return NULL;
+    int failed;
+    if (n > 0 && s[0] == '{')
+        failed = decode_envelope(s, n, fields, seen, &code);
+    else
+        failed = n < 2 || n > max_message || s[0] != '[' || s[n - 1] != ']' ||
+                 decode_text(s + 1, s + n - 1, fields, seen, &code);
+    if (failed) {
+        PyErr_Clear();
+        Py_XDECREF(code);
+        Py_DECREF(fields);
+        Py_RETURN_NONE;
+    }
     PyObject *out = PyTuple_Pack(2, code, fields);
     Py_DECREF(code);
     Py_DECREF(fields);
     return out;
-give_up:
-    PyErr_Clear();
-    Py_DECREF(fields);
-    Py_RETURN_NONE;
 }
 
 typedef struct {
@@ -241,6 +298,37 @@ static int put_hex(Buf *b, const unsigned char *v, Py_ssize_t n) {
     return 0;
 }
 
+/* The bytes of a bytes, bytearray or flat byte memoryview (an in-process caller's buffer):
+ * what wire.py's bytes(v) and len(v) see; 0 for anything else. */
+static int byte_view(PyObject *v, const char **p, Py_ssize_t *n) {
+    if (PyBytes_CheckExact(v)) {
+        *p = PyBytes_AS_STRING(v);
+        *n = PyBytes_GET_SIZE(v);
+        return 1;
+    }
+    if (PyByteArray_CheckExact(v)) {
+        *p = PyByteArray_AS_STRING(v);
+        *n = PyByteArray_GET_SIZE(v);
+        return 1;
+    }
+    if (PyMemoryView_Check(v)) {
+        /* Asked for, not read from the object: a released memoryview refuses here. The bytes
+         * stay valid after the release, as long as the memoryview lives. */
+        Py_buffer view;
+        if (PyObject_GetBuffer(v, &view, PyBUF_FULL_RO) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        int ok = view.ndim == 1 && view.itemsize == 1 && PyBuffer_IsContiguous(&view, 'C') &&
+                 view.format != NULL && strcmp(view.format, "B") == 0;
+        *p = view.buf;
+        *n = view.len;
+        PyBuffer_Release(&view);
+        return ok;
+    }
+    return 0;
+}
+
 /* Appends TAG and the value's text; -1 when wire.py must decide. */
 static int put_field(Buf *b, int idx, PyObject *v) {
     const char *tag = PyUnicode_AsUTF8(tag_name[idx]);
@@ -258,10 +346,12 @@ static int put_field(Buf *b, int idx, PyObject *v) {
     case K_BOOL:
         if (PyBool_Check(v)) return put(b, v == Py_True ? "Y" : "N", 1);
         break;
-    case K_HEX:
-        if (PyBytes_CheckExact(v))
-            return put_hex(b, (const unsigned char *)PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v));
+    case K_HEX: {
+        const char *p;
+        Py_ssize_t n;
+        if (byte_view(v, &p, &n)) return put_hex(b, (const unsigned char *)p, n);
         break;
+    }
     case K_TEXT:
         if (PyUnicode_CheckExact(v) && plain_text(v)) return put_text(b, v);
         break;
@@ -298,9 +388,11 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         const char *k = PyUnicode_CheckExact(key) ? PyUnicode_AsUTF8AndSize(key, &len) : NULL;
         int idx = (k != NULL && len == 2) ? tag_index(k) : -1;
         if (idx < 0 || kind_of[idx] == K_NONE) goto give_up;
+        const char *bytes;
+        Py_ssize_t size;
         if (binary && kind_of[idx] == K_HEX) {
-            if (!PyBytes_CheckExact(v)) goto give_up;
-            if (PyBytes_GET_SIZE(v) >= binary_min) {
+            if (!byte_view(v, &bytes, &size)) goto give_up;
+            if (size >= binary_min) {
                 if (nraw == MAX_RAW) goto give_up;
                 Py_INCREF(v);
                 raw[nraw] = v;
@@ -319,10 +411,13 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         char heads[MAX_RAW][32];
         int head_len[MAX_RAW];
         Py_ssize_t body = text.len + 1;
+        const char *raw_bytes[MAX_RAW];
+        Py_ssize_t raw_size[MAX_RAW];
         for (int i = 0; i < nraw; i++) {
+            byte_view(raw[i], &raw_bytes[i], &raw_size[i]);
             head_len[i] = snprintf(heads[i], sizeof heads[i], "%s#%zd#", PyUnicode_AsUTF8(tag_name[raw_tag[i]]),
-                                   PyBytes_GET_SIZE(raw[i]));
-            body += head_len[i] + PyBytes_GET_SIZE(raw[i]) + 1;
+                                   raw_size[i]);
+            body += head_len[i] + raw_size[i] + 1;
         }
         char lead[48];
         int h = snprintf(lead, sizeof lead, "{%zd,%zd}", body, text.len);
@@ -336,8 +431,8 @@ static PyObject *encode(PyObject *self, PyObject *args) {
             for (int i = 0; i < nraw; i++) {
                 memcpy(o, heads[i], head_len[i]);
                 o += head_len[i];
-                memcpy(o, PyBytes_AS_STRING(raw[i]), PyBytes_GET_SIZE(raw[i]));
-                o += PyBytes_GET_SIZE(raw[i]);
+                memcpy(o, raw_bytes[i], raw_size[i]);
+                o += raw_size[i];
                 *o++ = ';';
             }
             *o = ']';

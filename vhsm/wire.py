@@ -222,14 +222,6 @@ def _open_envelope(frame: bytes) -> tuple[bytes, dict[str, bytes]]:
 
 
 def _fields(body: bytes) -> tuple[str, dict[str, Any]]:
-    if _fast is not None:
-        done = _fast.decode(body)
-        if done is not None:
-            return done
-    return _fields_here(body)
-
-
-def _fields_here(body: bytes) -> tuple[str, dict[str, Any]]:
     if len(body) > MAX_MESSAGE:
         raise WireError(f"message longer than {MAX_MESSAGE} bytes")
     if body[:1] != b"[" or body[-1:] != b"]":
@@ -265,6 +257,10 @@ def _fields_here(body: bytes) -> tuple[str, dict[str, Any]]:
 
 
 def _decode(body: bytes) -> tuple[str, dict[str, Any]]:
+    if _fast is not None:
+        done = _fast.decode(body)
+        if done is not None:
+            return done
     if not is_envelope(body):
         return _fields(body)
     text, raw = _open_envelope(body)
