@@ -7,7 +7,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 parts=("$@")
 if [ ${#parts[@]} -eq 0 ]; then
-    parts=(hostile_abi fuzz_abi fuzz_wire kills soak security)
+    parts=(hostile_abi fuzz_abi fuzz_wire fuzz_codec kills soak security)
 fi
 status=0
 for part in "${parts[@]}"; do
