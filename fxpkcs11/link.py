@@ -88,6 +88,7 @@ class Link:
 
     def call(self, cmd: Command) -> Reply:
         data = wire.encode_command(cmd, binary=self.binary)
+        awaiting = (cmd.code, cmd.fields.get(Tag.PHASE))  # what the stream learns reply waits by
         with self.lock:
             if not self.alive:
                 raise LinkError(f"{self.host}:{self.port}: connection is closed")
@@ -108,7 +109,7 @@ class Link:
                         if reply.fields.get(Tag.FRAMING) == wire.BINARY:
                             self.binary = True  # this server reads binary envelopes
                         return reply
-                    chunk = self.sock.recv((cmd.code, cmd.fields.get(Tag.PHASE)))
+                    chunk = self.sock.recv(awaiting)
                     if not chunk:
                         kind = LinkError if answered else ClosedUnanswered
                         raise kind(f"{self.host}:{self.port}: the HSM closed the connection")

@@ -9,7 +9,7 @@ from fxpkcs11 import ck
 from fxpkcs11.errors import CKRError
 from fxpkcs11.log import log, trace
 import fxpkcs11.log as logmod
-from vhsm.excrypt import Command, DeviceError, Tag
+from vhsm.excrypt import DeviceError, Tag
 
 _devices: dict[str, Any] = {}
 _devices_lock = threading.Lock()

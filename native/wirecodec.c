@@ -1,17 +1,19 @@
 /* vhsm._wirecodec: the fast path of vhsm/wire.py's frame codec.
  *
  * wire.py is the definition of the format. This module decodes and encodes the frames that
- * travel on every call (ints, bools, hex, plain text) without the interpreter's per-field
- * work, and answers None for anything else: a malformed frame, a value it does not handle
- * natively, a failing per-tag codec. wire.py then runs its own codec, which gives the
- * result or the exact error. So whenever this module answers, it answers what wire.py
- * would have (tests/unit/test_wire_fast.py checks it on random and mutated frames).
+ * travel on every call (ints, flags, hex, plain text, a bytes parameter, binary envelopes,
+ * a caller's buffer) without the interpreter's per-field work, and answers None for
+ * anything else: a malformed frame, a value it does not handle natively, a failing per-tag
+ * codec. wire.py then runs its own codec, which gives the result or the exact error. So
+ * whenever this module answers, it answers what wire.py would have: tests/wire_differential.py
+ * checks it on random and mutated frames, also under the sanitizers (tests/stress/fuzz_codec.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 
-/* K_JSON: wire.py's json kind, whose plain-bytes form (X and hex) is handled here. */
+/* The kinds as wire.py numbers them for configure(). K_CALL: wire.py's codec for every value;
+ * K_JSON: wire.py's json kind, whose plain-bytes form (X and hex) is handled here. */
 enum { K_NONE = 0, K_TEXT = 1, K_INT = 2, K_BOOL = 3, K_HEX = 4, K_CALL = 5, K_JSON = 6 };
 #define NTAGS (26 * 26)
 #define MAX_RAW 8 /* raw fields in one envelope (wire.py has four bytes tags); more: wire.py encodes */
@@ -346,12 +348,6 @@ static int put_field(Buf *b, int idx, PyObject *v) {
     case K_BOOL:
         if (PyBool_Check(v)) return put(b, v == Py_True ? "Y" : "N", 1);
         break;
-    case K_HEX: {
-        const char *p;
-        Py_ssize_t n;
-        if (byte_view(v, &p, &n)) return put_hex(b, (const unsigned char *)p, n);
-        break;
-    }
     case K_TEXT:
         if (PyUnicode_CheckExact(v) && plain_text(v)) return put_text(b, v);
         break;
@@ -377,8 +373,13 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         (status != Py_None && !PyUnicode_CheckExact(status)))
         Py_RETURN_NONE;
     Buf text = {0};
-    PyObject *raw[MAX_RAW]; /* bytes fields that travel raw, copied straight into the frame */
-    int raw_tag[MAX_RAW], nraw = 0;
+    struct {
+        PyObject *obj; /* held while the frame is built */
+        int tag;
+        const char *bytes;
+        Py_ssize_t size;
+    } raw[MAX_RAW]; /* bytes fields that travel raw, copied straight into the frame */
+    int nraw = 0;
     PyObject *out = NULL;
     if (put(&text, "[AO", 3) || put_text(&text, code)) goto give_up;
     if (status != Py_None && (put(&text, ";AN", 3) || put_text(&text, status))) goto give_up;
@@ -390,16 +391,21 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         if (idx < 0 || kind_of[idx] == K_NONE) goto give_up;
         const char *bytes;
         Py_ssize_t size;
-        if (binary && kind_of[idx] == K_HEX) {
-            if (!byte_view(v, &bytes, &size)) goto give_up;
-            if (size >= binary_min) {
+        if (kind_of[idx] == K_HEX && byte_view(v, &bytes, &size)) {
+            if (binary && size >= binary_min) {
                 if (nraw == MAX_RAW) goto give_up;
                 Py_INCREF(v);
-                raw[nraw] = v;
-                raw_tag[nraw++] = idx;
+                raw[nraw].obj = v;
+                raw[nraw].tag = idx;
+                raw[nraw].bytes = bytes;
+                raw[nraw++].size = size;
                 continue;
             }
+            if (put(&text, ";", 1) || put(&text, k, 2) || put_hex(&text, (const unsigned char *)bytes, size))
+                goto give_up;
+            continue;
         }
+        if (binary && kind_of[idx] == K_HEX) goto give_up; /* wire.py decides what travels raw */
         if (put(&text, ";", 1) || put_field(&text, idx, v)) goto give_up;
     }
     if (put(&text, ";", 1)) goto give_up;
@@ -411,13 +417,10 @@ static PyObject *encode(PyObject *self, PyObject *args) {
         char heads[MAX_RAW][32];
         int head_len[MAX_RAW];
         Py_ssize_t body = text.len + 1;
-        const char *raw_bytes[MAX_RAW];
-        Py_ssize_t raw_size[MAX_RAW];
         for (int i = 0; i < nraw; i++) {
-            byte_view(raw[i], &raw_bytes[i], &raw_size[i]);
-            head_len[i] = snprintf(heads[i], sizeof heads[i], "%s#%zd#", PyUnicode_AsUTF8(tag_name[raw_tag[i]]),
-                                   raw_size[i]);
-            body += head_len[i] + raw_size[i] + 1;
+            head_len[i] = snprintf(heads[i], sizeof heads[i], "%s#%zd#", PyUnicode_AsUTF8(tag_name[raw[i].tag]),
+                                   raw[i].size);
+            body += head_len[i] + raw[i].size + 1;
         }
         char lead[48];
         int h = snprintf(lead, sizeof lead, "{%zd,%zd}", body, text.len);
@@ -431,26 +434,26 @@ static PyObject *encode(PyObject *self, PyObject *args) {
             for (int i = 0; i < nraw; i++) {
                 memcpy(o, heads[i], head_len[i]);
                 o += head_len[i];
-                memcpy(o, raw_bytes[i], raw_size[i]);
-                o += raw_size[i];
+                memcpy(o, raw[i].bytes, raw[i].size);
+                o += raw[i].size;
                 *o++ = ';';
             }
             *o = ']';
         }
     }
     PyMem_Free(text.data);
-    for (int i = 0; i < nraw; i++) Py_DECREF(raw[i]);
+    for (int i = 0; i < nraw; i++) Py_DECREF(raw[i].obj);
     return out;
 give_up:
     PyErr_Clear();
     PyMem_Free(text.data);
-    for (int i = 0; i < nraw; i++) Py_DECREF(raw[i]);
+    for (int i = 0; i < nraw; i++) Py_DECREF(raw[i].obj);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "Take wire.py's tag table and codecs."},
-    {"decode", decode, METH_O, "(code, fields) of a text frame, or None: let wire.py decide."},
+    {"decode", decode, METH_O, "(code, fields) of a frame, or None: let wire.py decide."},
     {"encode", encode, METH_VARARGS, "A frame's bytes, or None: let wire.py encode it."},
     {NULL, NULL, 0, NULL},
 };

@@ -133,7 +133,7 @@ try:
 except ImportError:  # a tree whose extension is not built: this module's codec alone
     _fast = None
 else:
-    _FAST_KINDS = {"text": 1, "int": 2, "bool": 3, "hex": 4, "json": 6}
+    _FAST_KINDS = {"text": 1, "int": 2, "bool": 3, "hex": 4, "json": 6}  # the C enum; others: 5, wire.py's codec
     _fast.configure({tag: _FAST_KINDS.get(kind, 5) for tag, kind in KINDS.items()}, _DECODERS, _ENCODERS,
                     MAX_MESSAGE, BINARY_MIN)
 

@@ -8,7 +8,6 @@ first fault.
 """
 from __future__ import annotations
 
-import glob
 import os
 import random
 import subprocess
